@@ -1,0 +1,99 @@
+"""``SO3Calculator``: any ase_so3 potential as an ASE calculator.
+
+    from ase_so3 import SO3Calculator
+    atoms.calc = SO3Calculator("escn-rmd17-aspirin")             # a shipped potential
+    atoms.calc = SO3Calculator("model.pt", device="cuda", dtype="float32")
+    atoms.calc = SO3Calculator(TFN(species=["H", "C", "O"]))     # a model object (copied)
+
+Results are in eV, Å, eV/Å and eV/Å^3 (stress in Voigt order xx, yy, zz, yz, xz, xy, for 3-D
+periodic cells only). Forces and stress come from autograd of the energy.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ase_so3 import keys as K
+from ase_so3.graph import atoms_to_graph
+from ase_so3.loading import load_potential
+from ase_so3.potentials.base import Potential
+from ase_so3.potentials.forces import energy_forces_stress
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64,
+           torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+
+
+def parse_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available "
+                           "(torch.cuda.is_available() is False); use device='cpu'")
+    return device
+
+
+class SO3Calculator(Calculator):
+    """ASE calculator for ase_so3 potentials.
+
+    Parameters
+    ----------
+    potential: a :class:`~ase_so3.potentials.Potential`, a path to a file written by
+        ``Potential.save``, or the name of a shipped potential (:func:`ase_so3.list_potentials`).
+        A model object is copied, so calculators with different dtypes can share one.
+    device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    dtype: ``"float64"`` (default) or ``"float32"``; per calculator, torch's global default
+        dtype is never changed.
+    min_distance: warn (:class:`ase_so3.errors.CloseAtomsWarning`) when two atoms are closer than
+        this (Å); ``None`` disables the check. Atoms at the same position always raise.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential, device="cpu", dtype="float64", min_distance: float | None = 0.5,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(potential, (str, Path)):
+            model = load_potential(potential)
+        elif isinstance(potential, Potential):
+            model = copy.deepcopy(potential)
+        else:
+            raise TypeError("potential must be a Potential, a file path or a shipped potential "
+                            f"name, not {type(potential).__name__}")
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.min_distance = min_distance
+        self.potential = model.to(device=self.device, dtype=self.dtype).eval()
+        for p in self.potential.parameters():
+            p.requires_grad_(False)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        self.potential.check_species(atoms.numbers)
+        graph = atoms_to_graph(atoms, self.potential.cutoff, dtype=self.dtype, device=self.device,
+                               min_distance=self.min_distance)
+        periodic = bool(np.all(atoms.pbc))
+        with torch.enable_grad():
+            out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
+        energy = float(out[K.ENERGY][0].detach().cpu())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out[K.NODE_ENERGY].detach().cpu().numpy().astype(np.float64),
+            "forces": out[K.FORCES].detach().cpu().numpy().astype(np.float64),
+        }
+        if periodic:
+            stress = out[K.STRESS][0].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

@@ -1,0 +1,82 @@
+"""The Clebsch–Gordan tensor-product convolution of TFN, shared by TFN and the SE(3)-Transformer.
+
+For an edge from neighbour j to centre i with vector r, filter weights w (from a radial network)
+and source features x = x_j::
+
+    m[lo, mo, c] = sum_{paths (li, lf, lo)} w[path, c] sum_{mi, mf} C[li mi, lf mf, lo mo]
+                                                   Y^{lf}_{mf}(r_hat) x[li, mi, c]
+
+i.e. the filter is ``F(r) = R(r) Y(r_hat)`` with one learned radial function per path and channel
+("uvu" in e3nn terms; channels are then mixed by the self-interaction). Paths obey the triangle
+rule and, by default, the parity rule ``li + lf + lo`` even (see :mod:`ase_so3.keys`).
+
+The geometric part ``T[e, path, mo, mi] = sum_mf C Y`` does not depend on channels or on the
+layer, so models compute it once per forward (:meth:`TensorProductConv.filters`) and every layer,
+key and value convolution reuses it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from ase_so3.keys import num_lm
+from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
+
+
+class TensorProductConv(nn.Module):
+    """Weighted CG tensor product of edge source features with ``Y(r_hat)``."""
+
+    def __init__(self, lmax_in: int, lmax_out: int, lmax_filter: int, parity: bool = True):
+        super().__init__()
+        self.lmax_in, self.lmax_out, self.lmax_filter = lmax_in, lmax_out, lmax_filter
+        paths = tensor_product_paths(lmax_in, lmax_filter, lmax_out, parity=parity)
+        by_pair: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for li, lf, lo in paths:
+            by_pair[(li, lo)].append(lf)
+        per_lo = defaultdict(int)
+        for li, lf, lo in paths:
+            per_lo[lo] += 1
+        sentinel = num_lm(lmax_filter)  # index of an appended zero column of Y
+        self.groups: list[tuple[int, int, int, int]] = []  # (li, lo, first path, number of paths)
+        self.paths: list[tuple[int, int, int]] = []
+        for k, ((li, lo), lfs) in enumerate(sorted(by_pair.items())):
+            width = 2 * max(lfs) + 1
+            index = torch.full((len(lfs), width), sentinel, dtype=torch.long)
+            cg = torch.zeros((len(lfs), width, 2 * lo + 1, 2 * li + 1), dtype=torch.float64)
+            for q, lf in enumerate(lfs):
+                index[q, :2 * lf + 1] = torch.arange(lf * lf, (lf + 1) ** 2)
+                # [mi, mf, mo] -> [mf, mo, mi], normalised by the number of paths into lo
+                cg[q, :2 * lf + 1] = clebsch_gordan(li, lf, lo).permute(1, 2, 0) / per_lo[lo] ** 0.5
+            self.register_buffer(f"index_{k}", index, persistent=False)
+            self.register_buffer(f"cg_{k}", cg, persistent=False)
+            self.groups.append((li, lo, len(self.paths), len(lfs)))
+            self.paths.extend((li, lf, lo) for lf in lfs)
+
+    @property
+    def num_paths(self) -> int:
+        return len(self.paths)
+
+    def filters(self, sh: torch.Tensor) -> list[torch.Tensor]:
+        """``sh`` ``[E, (lmax_filter+1)^2]`` -> per (li, lo) group ``[E, paths, 2lo+1, 2li+1]``."""
+        ext = torch.cat([sh, sh.new_zeros((sh.shape[0], 1))], dim=1)
+        out = []
+        for k in range(len(self.groups)):
+            y = ext[:, getattr(self, f"index_{k}")]  # [E, q, width]
+            out.append(torch.einsum("eqf,qfoi->eqoi", y, getattr(self, f"cg_{k}")))
+        return out
+
+    def forward(self, x: torch.Tensor, filters: list[torch.Tensor],
+                weights: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[E, (lmax_in+1)^2, C]`` (source features per edge), ``weights`` ``[E, paths, C]``
+        -> messages ``[E, (lmax_out+1)^2, C]``."""
+        parts: list[list[torch.Tensor]] = [[] for _ in range(self.lmax_out + 1)]
+        for (li, lo, start, n), t in zip(self.groups, filters):
+            xs = x[:, li * li:(li + 1) ** 2]  # [E, 2li+1, C]
+            parts[lo].append(torch.einsum("eqoi,eic,eqc->eoc", t, xs, weights[:, start:start + n]))
+        zeros = x.new_zeros
+        out = [torch.stack(p).sum(0) if p else zeros((x.shape[0], 2 * lo + 1, x.shape[2]))
+               for lo, p in enumerate(parts)]
+        return torch.cat(out, dim=1)

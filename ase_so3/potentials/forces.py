@@ -1,0 +1,55 @@
+"""Forces and stress: the one place where the energy is differentiated.
+
+Forces are ``-dE/dr``. Stress is ``(1/V) dE/d(strain)`` (ASE's sign convention), with a symmetric
+strain applied to positions *and* cell so that every periodic image moves with the cell. Both come
+from one backward pass; nothing here depends on which model produced the energy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ase_so3 import keys as K
+
+
+def energy_forces_stress(model, graph: dict, forces: bool = True, stress: bool = False,
+                         training: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``graph`` and return energy, per-atom energies, forces and stress.
+
+    ``training=True`` keeps the graph of the derivatives so a loss on forces can be
+    back-propagated to the weights.
+    """
+    graph = dict(graph)
+    inputs = []
+    pos = graph[K.POSITIONS]
+    if forces or stress:
+        pos = pos.detach().requires_grad_(True)
+        inputs.append(pos)
+    if stress:
+        n_graphs = graph[K.CELL].shape[0]
+        strain = torch.zeros((n_graphs, 3, 3), dtype=pos.dtype, device=pos.device,
+                             requires_grad=True)
+        inputs.append(strain)
+        sym = 0.5 * (strain + strain.transpose(1, 2))
+        eye = torch.eye(3, dtype=pos.dtype, device=pos.device)
+        deform = eye + sym  # [G, 3, 3]
+        pos = torch.einsum("ni,nij->nj", pos, deform[graph[K.BATCH]])
+        graph[K.CELL] = graph[K.CELL] @ deform
+    graph[K.POSITIONS] = pos
+    out = model(graph)
+    result = {K.ENERGY: out[K.ENERGY], K.NODE_ENERGY: out[K.NODE_ENERGY]}
+    if not inputs:
+        return result
+    grads = torch.autograd.grad(out[K.ENERGY].sum(), inputs, create_graph=training,
+                                allow_unused=True)
+    if forces:
+        g = grads[0]
+        result[K.FORCES] = -g if g is not None else torch.zeros_like(pos)
+    if stress:
+        g = grads[-1]
+        if g is None:
+            g = torch.zeros_like(strain)
+        volume = torch.linalg.det(graph[K.CELL]).abs()  # strained cell = cell at zero strain
+        result[K.VIRIAL] = -g
+        result[K.STRESS] = g / volume[:, None, None]
+    return result

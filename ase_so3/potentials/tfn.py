@@ -1,0 +1,86 @@
+"""Tensor Field Network (Thomas et al., 2018) as an energy model.
+
+Per layer: filters ``F(r) = R(r) Y(r_hat)`` with ``R`` a radial MLP on a Bessel basis times a
+smooth cutoff envelope; Clebsch–Gordan tensor-product convolution over neighbours
+(:class:`~ase_so3.potentials.convolution.TensorProductConv`); self-interaction (one channel-mixing
+matrix per degree); the norm nonlinearity; a residual connection. The scalar channels of the last
+layer give per-atom energies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ase_so3 import keys as K
+from ase_so3.potentials.base import Potential, PotentialConfig
+from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout, NormActivation,
+                                       PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
+from ase_so3.potentials.convolution import TensorProductConv
+from ase_so3.potentials.registry import register
+from ase_so3.scatter import scatter_sum
+from ase_so3.so3.spherical_harmonics import SphericalHarmonics
+
+
+@dataclass(frozen=True)
+class TFNConfig(PotentialConfig):
+    lmax_filter: int | None = None  # degrees of Y in the filters; None: 2 * lmax (all paths)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lmax > 6:
+            raise ValueError("TFN supports lmax up to 6 (its cost grows as lmax^6); use ESCN")
+        if self.lmax_filter is None:
+            object.__setattr__(self, "lmax_filter", 2 * self.lmax)
+
+
+class TFNInteraction(nn.Module):
+    """One TFN layer: convolution, self-interaction, norm nonlinearity, residual."""
+
+    def __init__(self, cfg: PotentialConfig, lmax_filter: int):
+        super().__init__()
+        c = cfg.channels
+        self.conv = TensorProductConv(cfg.lmax, cfg.lmax, lmax_filter)
+        self.radial = RadialWeights(cfg.num_radial, cfg.radial_hidden, (self.conv.num_paths, c))
+        self.si_message = DegreeLinear(cfg.lmax, c, c)
+        self.si_self = DegreeLinear(cfg.lmax, c, c, bias=False)
+        self.act = NormActivation(cfg.lmax, c)
+        self.inv_avg_neighbors = 1.0 / cfg.avg_num_neighbors
+
+    def forward(self, x, edge_index, basis, envelope, filters):
+        src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
+        w = self.radial(basis, envelope)  # [E, paths, C]
+        msg = self.conv(x[src], filters, w)  # [E, (lmax+1)^2, C]
+        agg = scatter_sum(msg, dst, x.shape[0]) * self.inv_avg_neighbors  # [N, (lmax+1)^2, C]
+        return x + self.act(self.si_message(agg) + self.si_self(x))
+
+
+@register
+class TFN(Potential):
+    """Tensor Field Network potential. Keyword arguments are the fields of :class:`TFNConfig`."""
+
+    name = "tfn"
+    config_class = TFNConfig
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        self.embedding = SpeciesEmbedding(len(cfg.species), cfg.channels, cfg.lmax)
+        self.sh = SphericalHarmonics(cfg.lmax_filter)
+        self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
+        self.envelope = PolynomialEnvelope(cfg.cutoff, cfg.envelope_p)
+        self.layers = nn.ModuleList(TFNInteraction(cfg, cfg.lmax_filter)
+                                    for _ in range(cfg.num_layers))
+        self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
+        self._finish_init()
+
+    def node_energies(self, graph, species, vectors):
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
+        basis, envelope = self.basis(r), self.envelope(r)  # [E, num_radial], [E]
+        filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
+        x = self.embedding(species)  # [N, (lmax+1)^2, C]
+        for layer in self.layers:
+            x = layer(x, graph[K.EDGE_INDEX], basis, envelope, filters)
+        return self.readout(x)

@@ -1,0 +1,107 @@
+"""Wigner-D matrices of rotation matrices, and the edge frame used by eSCN.
+
+``D^l(R)`` is built from the rotation matrix itself by the exact recursion
+
+    D^0 = 1,   D^1(R) = R,   D^l = C^T (D^{l-1} (x) R) C,   C = CG(l-1, 1 -> l),
+
+so it is a polynomial in the entries of ``R``: differentiable everywhere, with no Euler angles and
+hence no gimbal-lock poles. In e3nn's real basis ``D^1(R) = R`` because degree-1 components are
+``(x, y, z)`` (see :mod:`ase_so3.keys`). The defining property ``Y(R r) = D(R) Y(r)`` is tested.
+
+:func:`edge_rotation` returns, for each edge vector ``r``, a rotation ``R`` with ``R r_hat = +y``
+(the polar axis). It is deterministic and smooth on two overlapping charts (Rodrigues' formula to
+``+y`` for ``r_y >= 0``, to ``-y`` followed by a half turn about x otherwise), with every
+denominator >= 1 on the chart that uses it, so gradients are finite for every edge direction,
+including edges exactly along ``±y``. The frame jumps in roll (the angle about the edge) between
+charts; everything built on it is invariant to that roll, which is tested.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ase_so3.keys import num_lm
+from ase_so3.so3.clebsch_gordan import clebsch_gordan
+
+
+class WignerD(nn.Module):
+    """Rotation matrices ``[B, 3, 3]`` -> Wigner-D blocks for degrees ``0..lmax``."""
+
+    def __init__(self, lmax: int):
+        super().__init__()
+        self.lmax = lmax
+        for l in range(2, lmax + 1):
+            self.register_buffer(f"cg_{l}", clebsch_gordan(l - 1, 1, l), persistent=False)
+
+    def blocks(self, rot: torch.Tensor) -> list[torch.Tensor]:
+        """``[D^0, D^1, ..., D^lmax]``, each ``[B, 2l+1, 2l+1]``."""
+        b = rot.shape[0]
+        out = [torch.ones((b, 1, 1), dtype=rot.dtype, device=rot.device)]
+        if self.lmax >= 1:
+            out.append(rot)
+        prev = rot
+        for l in range(2, self.lmax + 1):
+            c = getattr(self, f"cg_{l}")  # [2l-1, 3, 2l+1]
+            t = torch.einsum("ika,bij->bakj", c, prev)  # [B, 2l+1, 3, 2l-1]
+            t = torch.einsum("bakj,bkn->bajn", t, rot)  # [B, 2l+1, 2l-1, 3]
+            prev = t.reshape(b, 2 * l + 1, -1) @ c.reshape(-1, 2 * l + 1)  # [B, 2l+1, 2l+1]
+            out.append(prev)
+        return out
+
+    def forward(self, rot: torch.Tensor) -> torch.Tensor:
+        """Block-diagonal ``[B, (lmax+1)^2, (lmax+1)^2]``."""
+        return block_diagonal(self.blocks(rot))
+
+
+def block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, n_l, n_l]`` blocks -> one ``[B, sum n_l, sum n_l]`` block-diagonal matrix."""
+    b = blocks[0].shape[0]
+    size = sum(x.shape[-1] for x in blocks)
+    out = blocks[0].new_zeros((b, size, size))
+    start = 0
+    for x in blocks:
+        n = x.shape[-1]
+        out[:, start:start + n, start:start + n] = x
+        start += n
+    return out
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """``[n, 3]`` -> ``[n, 3, 3]`` cross-product matrices ``[v]_x``."""
+    z = torch.zeros_like(v[:, 0])
+    return torch.stack([torch.stack([z, -v[:, 2], v[:, 1]], -1),
+                        torch.stack([v[:, 2], z, -v[:, 0]], -1),
+                        torch.stack([-v[:, 1], v[:, 0], z], -1)], dim=1)
+
+
+def edge_rotation(vectors: torch.Tensor) -> torch.Tensor:
+    """``[E, 3]`` edge vectors -> ``[E, 3, 3]`` rotations ``R`` with ``R @ r_hat = +y``."""
+    a = vectors / torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
+    ay = a[:, 1]
+    eye = torch.eye(3, dtype=a.dtype, device=a.device).expand(a.shape[0], 3, 3)
+    zero = torch.zeros_like(ay)
+    # chart "up" (a_y >= 0): Rodrigues rotation a -> +y about a x y; denominator 1 + a_y >= 1
+    k_up = _skew(torch.stack([-a[:, 2], zero, a[:, 0]], dim=-1))
+    r_up = eye + k_up + (k_up @ k_up) / (1 + ay).clamp_min(0.5)[:, None, None]
+    # chart "down" (a_y < 0): a -> -y about a x (-y), then a half turn about x; 1 - a_y > 1
+    k_dn = _skew(torch.stack([a[:, 2], zero, -a[:, 0]], dim=-1))
+    r_dn = eye + k_dn + (k_dn @ k_dn) / (1 - ay).clamp_min(0.5)[:, None, None]
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=a.dtype, device=a.device)
+    r_dn = flip[None, :, None] * r_dn
+    return torch.where((ay >= 0)[:, None, None], r_up, r_dn)
+
+
+def random_rotation(n: int | None = None, generator=None, dtype=torch.float64,
+                    device=None) -> torch.Tensor:
+    """Uniformly random rotation matrices (QR of Gaussian matrices), ``[3, 3]`` or ``[n, 3, 3]``."""
+    shape = (1 if n is None else n, 3, 3)
+    g = torch.randn(shape, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    q = q * torch.sign(torch.linalg.det(q))[:, None, None]
+    q = q.to(dtype=dtype, device=device)
+    return q[0] if n is None else q
+
+
+__all__ = ["WignerD", "block_diagonal", "edge_rotation", "random_rotation", "num_lm"]
