@@ -54,7 +54,8 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, dim_size: int,
     with torch.no_grad():
         seg_max = torch.full((dim_size,) + tuple(logits.shape[1:]), -torch.inf,
                              dtype=logits.dtype, device=logits.device)
-        seg_max = seg_max.index_reduce(0, index, logits, "amax", include_self=True)
+        idx = index.reshape(-1, *([1] * (logits.dim() - 1))).expand_as(logits)
+        seg_max = seg_max.scatter_reduce(0, idx, logits, "amax", include_self=True)
         seg_max = torch.nan_to_num(seg_max, neginf=0.0)
     ex = torch.exp(logits - seg_max[index])
     if weights is not None:
