@@ -131,7 +131,7 @@ class SE3AttentionLayer(nn.Module):
         v = self.conv(xj, filters, self.value_radial(bases, envelope))  # [E, D, C]
         logits = (q * k).reshape(e, d, self.heads, c // self.heads).sum((1, 3)) * self.scale  # [E, H]
         alpha = segment_softmax(logits, dst, n, weights=envelope if self.use_envelope else None)
-        msg = (v.reshape(e, d, self.heads, -1) * alpha[:, None, :, None]).reshape(e, d, c)
+        msg = (v.reshape(e, d, self.heads, c // self.heads) * alpha[:, None, :, None]).reshape(e, d, c)
         agg = scatter_sum(msg, dst, n)  # [N, D, C]
         return x + self.norm(self.act(self.self_interaction(x) + agg)), alpha
 

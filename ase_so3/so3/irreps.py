@@ -37,7 +37,8 @@ def irreps(lmax: int, channels: int):
 def to_e3nn_layout(x: torch.Tensor, lmax: int) -> torch.Tensor:
     """``[n, (l,m), c]`` -> e3nn's flat ``[n, sum_l c * (2l+1)]`` (channel-major per degree)."""
     n, _, c = x.shape
-    parts = [x[:, s, :].transpose(1, 2).reshape(n, -1) for s in degree_slices(lmax)]
+    parts = [x[:, s, :].transpose(1, 2).reshape(n, c * (s.stop - s.start))
+             for s in degree_slices(lmax)]
     return torch.cat(parts, dim=1)
 
 

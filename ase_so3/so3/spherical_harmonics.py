@@ -64,3 +64,10 @@ def spherical_harmonics(lmax: int, vectors: torch.Tensor) -> torch.Tensor:
     if key not in _CACHE:
         _CACHE[key] = SphericalHarmonics(lmax).to(dtype=vectors.dtype, device=vectors.device)
     return _CACHE[key](vectors)
+
+
+def spherical_harmonics_at_pole(lmax: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """``Y(+polar axis)``: non-zero only at m = 0, where it equals ``sqrt(2l+1)``."""
+    from ase_so3.keys import POLAR_AXIS
+    axis = torch.tensor([POLAR_AXIS], dtype=dtype, device=device)
+    return spherical_harmonics(lmax, axis)[0]

@@ -45,7 +45,7 @@ class WignerD(nn.Module):
             c = getattr(self, f"cg_{l}")  # [2l-1, 3, 2l+1]
             t = torch.einsum("ika,bij->bakj", c, prev)  # [B, 2l+1, 3, 2l-1]
             t = torch.einsum("bakj,bkn->bajn", t, rot)  # [B, 2l+1, 2l-1, 3]
-            prev = t.reshape(b, 2 * l + 1, -1) @ c.reshape(-1, 2 * l + 1)  # [B, 2l+1, 2l+1]
+            prev = t.reshape(b, 2 * l + 1, 3 * (2 * l - 1)) @ c.reshape(3 * (2 * l - 1), 2 * l + 1)
             out.append(prev)
         return out
 

@@ -1,0 +1,66 @@
+"""Shared fixtures: small structures and one small instance of every registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from ase_so3.potentials import REGISTRY, build_potential
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "md17"
+
+# Small, fast settings per model variant; a newly registered model is tested with its defaults.
+MODEL_SPECS = {
+    "tfn": ("tfn", dict(lmax=2, channels=8, num_layers=2)),
+    "se3_transformer-r": ("se3_transformer", dict(lmax=2, channels=8, num_heads=2, num_layers=2)),
+    "se3_transformer-inverse": ("se3_transformer", dict(lmax=1, channels=8, num_heads=2,
+                                                        num_layers=2, distance_features="inverse")),
+    "se3_transformer-mixed": ("se3_transformer", dict(lmax=1, channels=8, num_heads=2,
+                                                      num_layers=2, distance_features="mixed")),
+    "escn": ("escn", dict(lmax=3, mmax=2, channels=8, num_layers=2)),
+}
+for _name in REGISTRY:
+    if not any(spec[0] == _name for spec in MODEL_SPECS.values()):
+        MODEL_SPECS[_name] = (_name, {})
+
+SPECIES = ["H", "C", "O"]
+
+
+def make_model(spec: str, seed: int = 0, cutoff: float = 4.0, scale: float = 30.0, **overrides):
+    """A small untrained model whose outputs are scaled so forces are O(0.1-1) eV/Å."""
+    import torch
+    name, kwargs = MODEL_SPECS[spec]
+    torch.manual_seed(seed)
+    model = build_potential(name, species=SPECIES, cutoff=cutoff, **{**kwargs, **overrides})
+    model.scale.fill_(scale)
+    return model
+
+
+@pytest.fixture(params=sorted(MODEL_SPECS))
+def model_spec(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def ethanol() -> Atoms:
+    return molecule("CH3CH2OH")
+
+
+@pytest.fixture
+def small_cell() -> Atoms:
+    """Four atoms in a skewed periodic cell much smaller than twice the 4 Å test cutoff."""
+    cell = np.array([[3.2, 0.0, 0.0], [0.6, 3.0, 0.0], [0.3, 0.5, 3.4]])
+    return Atoms("HCOH", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.1, 0.5, 0.6],
+                                           [0.6, 0.1, 0.5]], cell=cell, pbc=True)
+
+
+@pytest.fixture
+def slab() -> Atoms:
+    """Partly periodic (x, y) with vacuum along z."""
+    cell = np.array([[3.0, 0.0, 0.0], [0.4, 3.1, 0.0], [0.0, 0.0, 12.0]])
+    return Atoms("COH", positions=[[0.2, 0.1, 5.0], [1.4, 1.0, 5.6], [0.5, 2.0, 6.1]], cell=cell,
+                 pbc=[True, True, False])
