@@ -1,0 +1,143 @@
+"""Molecular dynamics in ASE with an ase_so3 potential: what ``ase-so3 md`` runs."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class MDResult:
+    steps_done: int
+    seconds: float
+    steps_per_second: float
+    drift_eV_per_atom_per_ps: float | None
+    max_deviation_eV_per_atom: float
+    trajectory: Path
+    log: Path
+    plot: Path | None
+    interrupted: bool
+
+
+def load_structure(spec: str):
+    """A file in any ASE format (last frame), or the name of a shipped rMD17 molecule."""
+    from ase.io import read
+
+    from ase_so3.data import load_named_structure, named_structures
+    path = Path(spec)
+    if path.is_file():
+        return read(path, index=-1)
+    if spec in named_structures():
+        return load_named_structure(spec)
+    raise FileNotFoundError(f"{spec!r} is neither a structure file nor a shipped molecule "
+                            f"({', '.join(named_structures())})")
+
+
+def _plot(log_rows: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    t = [r["time_fs"] for r in log_rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for key, label in (("total_eV", "total"), ("potential_eV", "potential"),
+                       ("kinetic_eV", "kinetic")):
+        e = np.asarray([r[key] for r in log_rows])
+        ax1.plot(t, e - e[0], label=label)
+    ax1.set_ylabel("energy − initial (eV)")
+    ax1.legend()
+    ax2.plot(t, [r["temperature_K"] for r in log_rows], color="tab:red")
+    ax2.set_ylabel("temperature (K)")
+    ax2.set_xlabel("time (fs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.0,
+           timestep_fs: float = 0.5, steps: int = 200, seed: int = 0, friction_per_fs: float = 0.01,
+           output: str | Path = "md_out", interval: int = 1, traj_format: str = "traj",
+           progress: bool = True) -> MDResult:
+    """Run NVE (velocity Verlet) or NVT (Langevin) MD; write trajectory, CSV log and plot.
+
+    Ctrl-C stops cleanly: frames written so far stay readable and the summary is still produced.
+    """
+    from ase import units
+    from ase.io import Trajectory, write
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+    from tqdm import tqdm
+
+    from ase_so3.checks import maxwell_boltzmann
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    maxwell_boltzmann(atoms, temperature_K, rng)
+    if ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    elif ensemble == "nvt":
+        dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                       friction=friction_per_fs / units.fs, rng=rng)
+    else:
+        raise ValueError("ensemble must be 'nve' or 'nvt'")
+    traj_path = out / ("trajectory.traj" if traj_format == "traj" else "trajectory.extxyz")
+    if traj_path.exists():
+        traj_path.unlink()
+    traj = Trajectory(str(traj_path), "w", atoms) if traj_format == "traj" else None
+    log_path = out / "log.csv"
+    rows: list[dict] = []
+    n = len(atoms)
+
+    def record():
+        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        rows.append({"step": dyn.nsteps, "time_fs": dyn.nsteps * timestep_fs,
+                     "potential_eV": epot, "kinetic_eV": ekin, "total_eV": epot + ekin,
+                     "temperature_K": atoms.get_temperature()})
+        if dyn.nsteps % interval == 0:
+            if traj is not None:
+                traj.write(atoms)
+            else:
+                write(traj_path, atoms, format="extxyz", append=True)
+
+    bar = tqdm(total=steps, disable=not progress, unit="step", desc=f"MD {ensemble.upper()}",
+               mininterval=0.5)
+    record()
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        for _ in range(steps):
+            dyn.run(1)
+            record()
+            bar.update(1)
+            bar.set_postfix(T=f"{rows[-1]['temperature_K']:.0f}K",
+                            Etot=f"{rows[-1]['total_eV']:.4f}eV")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        seconds = time.perf_counter() - start
+        bar.close()
+        if traj is not None:
+            traj.close()
+    with open(log_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    total = np.asarray([r["total_eV"] for r in rows]) / n
+    t_ps = np.asarray([r["time_fs"] for r in rows]) / 1000.0
+    drift = float(np.polyfit(t_ps, total, 1)[0]) if ensemble == "nve" and len(rows) > 2 else None
+    done = len(rows) - 1
+    return MDResult(steps_done=done, seconds=seconds,
+                    steps_per_second=done / seconds if seconds > 0 else float("nan"),
+                    drift_eV_per_atom_per_ps=drift,
+                    max_deviation_eV_per_atom=float(np.abs(total - total[0]).max()),
+                    trajectory=traj_path, log=log_path, plot=_plot(rows, out / "energies.png"),
+                    interrupted=interrupted)

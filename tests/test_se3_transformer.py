@@ -1,0 +1,53 @@
+"""SE(3)-Transformer attention: normalised, invariant, and shared code with TFN."""
+
+import torch
+
+from ase_so3.graph import atoms_to_graph
+from ase_so3.potentials.convolution import TensorProductConv
+from ase_so3.potentials.se3_transformer import SE3AttentionLayer
+from ase_so3.potentials.tfn import TFNInteraction
+from ase_so3.scatter import scatter_sum
+from ase_so3.so3.wigner import random_rotation
+from tests.conftest import make_model
+
+
+def _attention(model, atoms):
+    g = atoms_to_graph(atoms, model.cutoff)
+    with torch.no_grad():
+        return g, model.attention_weights(g)
+
+
+def test_attention_weights_sum_to_one_and_are_invariant(ethanol):
+    for features in ("r", "inverse", "mixed"):
+        model = make_model("se3_transformer-r", attention_envelope=False, distance_features=features)
+        g, alphas = _attention(model, ethanol)
+        n = len(ethanol)
+        for alpha in alphas:
+            sums = scatter_sum(alpha, g["edge_index"][1], n)
+            assert torch.allclose(sums, torch.ones_like(sums), atol=1e-12)
+            assert (alpha > 0).all()
+        rotated = ethanol.copy()
+        rot = random_rotation(generator=torch.Generator().manual_seed(3)).numpy()
+        rotated.positions = ethanol.positions @ rot.T
+        g2, alphas2 = _attention(model, rotated)
+        assert torch.equal(g["edge_index"], g2["edge_index"])
+        for a1, a2 in zip(alphas, alphas2):
+            assert (a1 - a2).abs().max() < 1e-12
+
+
+def test_attention_with_envelope_is_normalised_and_differs(ethanol):
+    with_env = make_model("se3_transformer-r", attention_envelope=True)
+    without = make_model("se3_transformer-r", attention_envelope=False)
+    g, a1 = _attention(with_env, ethanol)
+    _, a2 = _attention(without, ethanol)
+    sums = scatter_sum(a1[0], g["edge_index"][1], len(ethanol))
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-12)
+    assert (a1[0] - a2[0]).abs().max() > 1e-4
+
+
+def test_tfn_and_se3_transformer_share_the_convolution():
+    tfn = make_model("tfn")
+    se3 = make_model("se3_transformer-r")
+    assert isinstance(tfn.layers[0], TFNInteraction) and isinstance(se3.layers[0], SE3AttentionLayer)
+    assert type(tfn.layers[0].conv) is type(se3.layers[0].conv) is TensorProductConv
+    assert tfn.layers[0].conv.paths == se3.layers[0].conv.paths
