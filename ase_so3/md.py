@@ -85,8 +85,10 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     elif ensemble == "nvt":
+        from ase.constraints import FixCom
+        atoms.set_constraint(FixCom())  # ASE's recommended way to keep the centre of mass fixed
         dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                       friction=friction_per_fs / units.fs, rng=rng)
+                       friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
     else:
         raise ValueError("ensemble must be 'nve' or 'nvt'")
     traj_path = out / ("trajectory.traj" if traj_format == "traj" else "trajectory.extxyz")

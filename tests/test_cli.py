@@ -1,0 +1,43 @@
+"""The ase-so3 command line."""
+
+import subprocess
+import sys
+
+from ase.io import read
+
+from ase_so3.cli import main
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "ase_so3" in out and "tfn" in out and "escn" in out and "se3_transformer" in out
+
+
+def test_md_writes_trajectory_log_and_plot(tmp_path, capsys):
+    code = main(["md", "ethanol", "--untrained", "tfn", "--steps", "20", "--output", str(tmp_path),
+                 "--quiet", "--interval", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "NVE energy drift" in out and "steps/s" in out
+    frames = read(tmp_path / "trajectory.traj", ":")
+    assert len(frames) == 5 and len(frames[0]) == 9
+    assert (tmp_path / "energies.png").stat().st_size > 1000
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 22
+
+
+def test_md_nvt_extxyz(tmp_path):
+    assert main(["md", "ethanol", "--untrained", "escn", "--ensemble", "nvt", "--steps", "6",
+                 "--output", str(tmp_path), "--quiet", "--format", "extxyz", "--interval", "3"]) == 0
+    assert len(read(tmp_path / "trajectory.extxyz", ":")) == 3
+
+
+def test_md_bad_structure_is_a_clear_error(capsys):
+    assert main(["md", "no-such-molecule", "--untrained", "tfn", "--quiet"]) == 2
+    assert "neither a structure file nor a shipped molecule" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    res = subprocess.run([sys.executable, "-m", "ase_so3.cli", "info"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "registered models" in res.stdout
