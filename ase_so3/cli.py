@@ -1,4 +1,4 @@
-"""The ``ase-so3`` command: ``info`` and ``md`` (more subcommands come with training)."""
+"""The ``ase-so3`` command: ``info``, ``md``, ``convert``, ``train``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,50 @@ def _cmd_md(args) -> int:
     return 130 if res.interrupted else 0
 
 
+def _cmd_convert(args) -> int:
+    from ase_so3.training.convert import convert_to_hdf5, hdf5_to_extxyz
+    inputs = [str(p) for p in args.inputs]
+    if len(inputs) == 1 and inputs[0].endswith(".h5"):
+        n = hdf5_to_extxyz(inputs[0], args.output, split=args.split)
+        print(f"wrote {n} structures to {args.output}")
+        return 0
+    sizes = convert_to_hdf5(inputs, args.output, n_train=args.train, n_val=args.val,
+                            n_test=args.test, seed=args.seed, energy_unit=args.energy_unit,
+                            energy_key=args.energy_key, forces_key=args.forces_key)
+    print(f"wrote {args.output}: splits " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from ase_so3.training.config import TrainConfig
+    from ase_so3.training.trainer import Trainer
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if args.output:
+        overrides.append(f"output={args.output}")
+    cfg = TrainConfig.load(args.config, overrides)
+    result = Trainer(cfg).fit(resume=args.resume)
+    print(f"stopped ({result['stop_reason']}) after {result['epochs']} epochs, "
+          f"{result['elapsed_s']:.0f} s; best validation force MAE "
+          f"{result['best_val_forces_mae_meV_per_A']:.2f} meV/Å; potential: "
+          f"{cfg.output}/potential.pt")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from ase_so3.training.evaluate import evaluate_potential
+    m = evaluate_potential(args.potential, args.data, split=args.split, device=args.device,
+                           dtype=args.dtype, limit=args.limit, output=args.output)
+    print(f"{args.split}: {m['num_structures']} structures")
+    print(f"energy MAE {m['energy_mae_meV']:.2f} meV ({m['energy_mae_meV_per_atom']:.3f} meV/atom), "
+          f"RMSE {m['energy_rmse_meV']:.2f} meV")
+    print(f"forces MAE {m['forces_mae_meV_per_A']:.2f} meV/Å, RMSE {m['forces_rmse_meV_per_A']:.2f} meV/Å")
+    if args.output:
+        print(f"per-structure errors: {args.output}/errors.csv; parity plot: {m.get('parity_plot')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ase-so3", description="SO(3)-equivariant potentials for ASE")
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,15 +136,41 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--interval", type=int, default=1, help="write every N steps")
     md.add_argument("--format", choices=["traj", "extxyz"], default="traj")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
+    cv = sub.add_parser("convert", help="npz / extxyz / ASE db -> HDF5, or HDF5 -> extxyz")
+    cv.add_argument("inputs", nargs="+", help="input files (one .h5 to export to extxyz)")
+    cv.add_argument("-o", "--output", required=True)
+    cv.add_argument("--train", type=int, default=None, help="training structures")
+    cv.add_argument("--val", type=int, default=50, help="validation structures")
+    cv.add_argument("--test", type=int, default=None, help="test structures")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--split", default=None, help="with an .h5 input: export only this split")
+    cv.add_argument("--energy-unit", default="eV", help="unit of non-npz inputs (eV, kcal/mol, ...)")
+    cv.add_argument("--energy-key", default="REF_energy")
+    cv.add_argument("--forces-key", default="REF_forces")
+    tr = sub.add_parser("train", help="train a potential from a YAML config")
+    tr.add_argument("config", nargs="?", default=None, help="YAML training config")
+    tr.add_argument("overrides", nargs="*", help="key=value overrides (model_config.lmax=3)")
+    tr.add_argument("--data", default=None)
+    tr.add_argument("--output", default=None)
+    tr.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
+    ev = sub.add_parser("evaluate", help="errors of a potential on a data-set split")
+    ev.add_argument("potential")
+    ev.add_argument("data")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--limit", type=int, default=None, help="first N structures of the split")
+    ev.add_argument("--output", default=None, help="folder for errors.csv and parity.png")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"info": _cmd_info, "md": _cmd_md}
+    handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
+                "evaluate": _cmd_evaluate}
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
         print(f"ase-so3 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,84 @@
+"""Training configuration: a YAML file plus ``key=value`` command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # HDF5 data set (ase_so3 schema)
+    output: str = "runs/train"
+    model: str = "escn"  # registry name: tfn | se3_transformer | escn
+    model_config: dict = field(default_factory=dict)  # model keyword arguments
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = 8
+    val_batch_size: int = 32
+    max_epochs: int = 1000
+    time_budget_minutes: float | None = None  # stop (cleanly, with checkpoints) after this
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # plateau | cosine | none
+    warmup_epochs: float = 1.0
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-5
+    energy_weight: float = 1.0  # on (energy error per atom)^2, eV^2
+    forces_weight: float = 100.0  # on force component errors^2, (eV/Å)^2
+    stress_weight: float = 1.0
+    ema_decay: float = 0.99  # 0 disables the exponential moving average
+    grad_clip: float = 10.0  # max gradient norm; 0 disables
+    early_stopping_patience: int = 100  # epochs without a better validation force MAE
+    dtype: str = "float64"
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+    tensorboard: bool = False
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
+        values: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: a training config must be a YAML mapping")
+            values.update(loaded)
+        for item in overrides or []:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not key=value")
+            key, raw = item.split("=", 1)
+            value = yaml.safe_load(raw)
+            if key.startswith("model_config."):
+                values.setdefault("model_config", {})[key.split(".", 1)[1]] = value
+            else:
+                values[key] = value
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(names)}")
+        cfg = cls(**values)
+        if not cfg.data:
+            raise ValueError("no data set given (data: path/to/data.h5)")
+        return cfg
+
+    def __post_init__(self):
+        # YAML 1.1 reads "1e-3" as a string: coerce numeric options by their declared type
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type)
+            if isinstance(value, str) and kind.startswith(("float", "int")):
+                try:
+                    setattr(self, f.name, float(value) if kind.startswith("float") else int(value))
+                except ValueError:
+                    raise ValueError(f"option {f.name} must be a number, got {value!r}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

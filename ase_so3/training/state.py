@@ -1,0 +1,151 @@
+"""Optimiser-side state the trainer saves and restores exactly: EMA weights, the learning-rate
+schedule, and checkpoint files."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ase_so3.errors import ASESO3Error
+from ase_so3.io_utils import atomic_path
+
+CHECKPOINT_FORMAT = "ase_so3.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ASESO3Error, ValueError):
+    """A checkpoint that cannot resume this run."""
+
+
+class EMA:
+    """Exponential moving average of the parameters (decay warmed up as (1+n)/(10+n))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, p in model.named_parameters():
+            self.shadow[k].mul_(d).add_(p.detach(), alpha=1 - d)
+
+    @torch.no_grad()
+    def swap(self, model: torch.nn.Module) -> None:
+        """Exchange model parameters and shadow (call twice to restore)."""
+        for k, p in model.named_parameters():
+            tmp = p.detach().clone()
+            p.copy_(self.shadow[k])
+            self.shadow[k].copy_(tmp)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.updates = state["decay"], state["updates"]
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+class LRSchedule:
+    """Linear warm-up (per step), then plateau decay on the validation metric or cosine decay."""
+
+    def __init__(self, optimizer, kind: str, base_lr: float, warmup_steps: int, min_lr: float,
+                 total_epochs: int, patience: int, factor: float):
+        if kind not in ("plateau", "cosine", "none"):
+            raise ValueError("scheduler must be plateau, cosine or none")
+        self.optimizer, self.kind, self.base_lr = optimizer, kind, base_lr
+        self.warmup_steps, self.min_lr, self.total_epochs = warmup_steps, min_lr, total_epochs
+        self.patience, self.factor = patience, factor
+        self.step_count, self.epoch, self.plateau_scale = 0, 0, 1.0
+        self.best, self.bad_epochs = math.inf, 0
+        self._apply()
+
+    def lr(self) -> float:
+        warm = min(1.0, (self.step_count + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.kind == "cosine":
+            frac = min(1.0, self.epoch / max(1, self.total_epochs))
+            target = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac))
+        else:
+            target = max(self.min_lr, self.base_lr * self.plateau_scale)
+        return target * warm
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def end_epoch(self, metric: float) -> None:
+        self.epoch += 1
+        if self.kind == "plateau":
+            if metric < self.best:
+                self.best, self.bad_epochs = metric, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs > self.patience:
+                    self.plateau_scale *= self.factor
+                    self.bad_epochs = 0
+        self._apply()
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("step_count", "epoch", "plateau_scale", "best",
+                                              "bad_epochs")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._apply()
+
+
+def rng_state() -> dict:
+    """Global RNG states as plain tensors and tuples (weights-only loadable)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                      float(cached)),
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    payload = dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, model_name: str, model_config: dict) -> dict:
+    """Read a checkpoint and check it belongs to the same model and configuration."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]}); it may be damaged. Delete it "
+                              "to start afresh, or resume from checkpoint_best.pt") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an ase_so3 training checkpoint")
+    if payload["model"] != model_name:
+        raise CheckpointError(f"{path} is a checkpoint of a '{payload['model']}' model, but this "
+                              f"run trains '{model_name}'; use another --output folder or the "
+                              "same model")
+    if payload["model_config"] != model_config:
+        diff = {k: (payload["model_config"].get(k), v) for k, v in model_config.items()
+                if payload["model_config"].get(k) != v}
+        raise CheckpointError(f"{path} was written with a different model configuration "
+                              f"(checkpoint, now): {diff}; use another --output folder")
+    return payload
+

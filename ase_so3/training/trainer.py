@@ -1,0 +1,278 @@
+"""The training loop: energy + force (+ stress) loss, Adam(W), warm-up and plateau/cosine
+schedule, EMA, gradient clipping, early stopping, atomic checkpoints with exact resume, a NaN
+guard, progress bars and per-epoch logs, and PyTorch DDP under ``torchrun``.
+
+Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculator``),
+``checkpoint_last.pt``, ``checkpoint_best.pt``, ``metrics.csv``, ``metrics.jsonl``,
+``config.yaml`` and ``dataset_stats.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ase_so3 import keys as K
+from ase_so3.errors import ASESO3Error
+from ase_so3.potentials import build_potential, get_model_class
+from ase_so3.potentials.forces import energy_forces_stress
+from ase_so3.training.config import TrainConfig
+from ase_so3.training.data import GraphSet, dataset_statistics, fit_atomic_energies, species_in
+from ase_so3.training.hdf5 import HDF5Dataset
+from ase_so3.training.state import (EMA, LRSchedule, load_checkpoint, rng_state, save_checkpoint,
+                                    set_rng_state)
+
+
+class TrainingDivergedError(ASESO3Error, RuntimeError):
+    """The loss or the gradients became NaN or infinite."""
+
+
+def loss_terms(pred: dict, target: dict, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    w = target["weight"]
+    n = target["num_atoms"]
+    e_err = ((pred[K.ENERGY] - target[K.ENERGY]) / n) ** 2
+    out = {"energy": (w * e_err).sum() / w.sum(), "forces": ((pred[K.FORCES] - target[K.FORCES]) ** 2).mean()}
+    total = cfg.energy_weight * out["energy"] + cfg.forces_weight * out["forces"]
+    if K.STRESS in target and K.STRESS in pred:
+        out["stress"] = ((pred[K.STRESS] - target[K.STRESS]) ** 2).mean()
+        total = total + cfg.stress_weight * out["stress"]
+    out["total"] = total
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.dtype = {"float64": torch.float64, "float32": torch.float32}[cfg.dtype]
+        self.rank, self.world_size = _init_distributed(cfg.device)
+        self.device = torch.device(cfg.device if not cfg.device.startswith("cuda") or self.world_size == 1
+                                   else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.output)
+        torch.manual_seed(cfg.seed)
+        ds = HDF5Dataset(cfg.data)
+        species = tuple(cfg.model_config.get("species") or species_in(ds))
+        model_kwargs = {**cfg.model_config, "species": list(species)}
+        cutoff = model_kwargs.setdefault("cutoff", get_model_class(cfg.model).config_class.cutoff)
+        self.train_set = GraphSet(ds, ds.split(cfg.train_split), cutoff)
+        self.val_set = GraphSet(ds, ds.split(cfg.val_split), cutoff)
+        ds.close()
+        atomic = fit_atomic_energies(self.train_set, species)
+        self.stats = dataset_statistics(self.train_set, atomic, species)
+        model_kwargs.setdefault("avg_num_neighbors", round(self.stats["avg_num_neighbors"], 4))
+        self.model = build_potential(cfg.model, **model_kwargs)
+        self.model.atomic_energies.copy_(torch.as_tensor(atomic))
+        self.model.scale.fill_(self.stats["force_rms"])
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.model_config = self.model.config.to_dict()
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = len(self.train_set.batches(cfg.batch_size, False))
+        self.schedule = LRSchedule(self.optimizer, cfg.scheduler, cfg.lr,
+                                   int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr,
+                                   cfg.max_epochs, cfg.plateau_patience, cfg.plateau_factor)
+        self.train_model = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.train_model = DistributedDataParallel(self.model)
+        self.epoch, self.best_metric, self.bad_epochs, self.history = 0, math.inf, 0, []
+        self.elapsed = 0.0
+
+    # -- one optimisation step ----------------------------------------------------------------
+    def compute_loss(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        graph, target = self.train_set.collate(positions, self.dtype, self.device)
+        pred = energy_forces_stress(self.train_model, graph, forces=True,
+                                    stress=K.STRESS in target, training=True)
+        return loss_terms(pred, target, self.cfg)
+
+    def train_step(self, positions: list[int]) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self.compute_loss(positions)
+        loss = terms["total"]
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the loss became {loss.item()} at epoch {self.epoch}; the last good checkpoint "
+                f"{self.out / 'checkpoint_last.pt'} is kept. Lower the learning rate (lr) or "
+                "check the data for outliers, then resume with --resume")
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            if not torch.isfinite(norm):
+                raise TrainingDivergedError(f"gradients became non-finite at epoch {self.epoch}; "
+                                            "lower lr and resume with --resume")
+        self.optimizer.step()
+        self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return float(loss.detach())
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        if self.ema is not None:
+            self.ema.swap(self.model)
+        try:
+            return evaluate_graph_set(self.model, self.val_set, self.cfg.val_batch_size,
+                                      self.dtype, self.device)
+        finally:
+            if self.ema is not None:
+                self.ema.swap(self.model)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _payload(self) -> dict:
+        return {"model": self.model.name, "model_config": self.model_config,
+                "state_dict": self.model.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "epoch": self.epoch, "best_metric": self.best_metric,
+                "bad_epochs": self.bad_epochs, "history": self.history, "elapsed": self.elapsed,
+                "rng": rng_state(), "train_config": self.cfg.to_dict()}
+
+    def resume(self) -> bool:
+        path = self.out / "checkpoint_last.pt"
+        if not path.is_file():
+            return False
+        p = load_checkpoint(path, self.model.name, self.model_config)
+        self.model.load_state_dict(p["state_dict"])
+        if self.ema is not None and p["ema"] is not None:
+            self.ema.load_state_dict(p["ema"])
+        self.optimizer.load_state_dict(p["optimizer"])
+        self.schedule.load_state_dict(p["schedule"])
+        self.epoch, self.best_metric = p["epoch"], p["best_metric"]
+        self.bad_epochs, self.history, self.elapsed = p["bad_epochs"], p["history"], p["elapsed"]
+        set_rng_state(p["rng"])
+        return True
+
+    def export_potential(self, path: Path) -> None:
+        if self.ema is not None:
+            self.ema.swap(self.model)
+        try:
+            self.model.save(path, metadata={
+                "training_data": str(self.cfg.data), "train_split": self.cfg.train_split,
+                "epochs": self.epoch, "train_config": self.cfg.to_dict(),
+                "best_val_forces_mae_meV_per_A": self.best_metric})
+        finally:
+            if self.ema is not None:
+                self.ema.swap(self.model)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self, resume: bool = False, log=print) -> dict:
+        from tqdm import tqdm
+        cfg, main = self.cfg, self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / "dataset_stats.json").write_text(json.dumps(self.stats, indent=2))
+        if resume and self.resume():
+            log(f"resumed from epoch {self.epoch}")
+        budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else math.inf
+        stop_reason = "max_epochs"
+        while self.epoch < cfg.max_epochs:
+            if self.elapsed >= budget:
+                stop_reason = "time_budget"
+                break
+            start = time.perf_counter()
+            batches = self.train_set.batches(cfg.batch_size, True, cfg.seed, self.epoch,
+                                             self.rank, self.world_size)
+            losses = []
+            for b in tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=1.0,
+                          disable=not (cfg.progress and main)):
+                losses.append(self.train_step(b))
+            train_seconds = time.perf_counter() - start
+            metrics = self.validate()
+            self.epoch += 1
+            self.elapsed += time.perf_counter() - start
+            metric = metrics["forces_mae_meV_per_A"]
+            self.schedule.end_epoch(metric)
+            improved = metric < self.best_metric
+            self.best_metric = min(metric, self.best_metric)
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
+            row = {"epoch": self.epoch, "elapsed_s": round(self.elapsed, 2),
+                   "lr": self.optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
+                   "structures_per_s": len(self.train_set) / max(train_seconds, 1e-9),
+                   **{f"val_{k}": v for k, v in metrics.items()}}
+            self.history.append(row)
+            if main:
+                self._write_logs(row)
+                save_checkpoint(self.out / "checkpoint_last.pt", self._payload())
+                if improved:
+                    save_checkpoint(self.out / "checkpoint_best.pt", self._payload())
+                    self.export_potential(self.out / "potential.pt")
+                log(f"epoch {self.epoch}: loss {row['train_loss']:.4g}, val E MAE "
+                    f"{metrics['energy_mae_meV']:.2f} meV, F MAE {metric:.2f} meV/Å, lr "
+                    f"{row['lr']:.2e}, {row['structures_per_s']:.1f} structures/s")
+            if self.bad_epochs >= cfg.early_stopping_patience:
+                stop_reason = "early_stopping"
+                break
+        if self.world_size > 1:
+            torch.distributed.barrier()
+        return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
+                "stop_reason": stop_reason, "elapsed_s": self.elapsed}
+
+    def _write_logs(self, row: dict) -> None:
+        path = self.out / "metrics.csv"
+        new = not path.exists() or self.epoch == 1
+        with open(path, "w" if new else "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        with open(self.out / "metrics.jsonl", "w" if new else "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            with SummaryWriter(str(self.out / "tensorboard")) as tb:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, (int, float)):
+                        tb.add_scalar(k, v, self.epoch)
+
+
+def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, device,
+                       per_structure: bool = False) -> dict:
+    """Energy (meV, meV/atom) and force (meV/Å) MAE/RMSE of ``model`` on a graph set."""
+    e_err, e_err_atom, f_err, rows = [], [], [], []
+    for b in graph_set.batches(batch_size, shuffle=False):
+        graph, target = graph_set.collate(b, dtype, device)
+        with torch.enable_grad():
+            pred = energy_forces_stress(model, graph, forces=True)
+        de = (pred[K.ENERGY] - target[K.ENERGY]).detach().cpu().numpy()
+        n = target["num_atoms"].cpu().numpy()
+        df = (pred[K.FORCES] - target[K.FORCES]).detach().cpu().numpy()
+        e_err.append(de)
+        e_err_atom.append(de / n)
+        f_err.append(df.reshape(-1))
+        if per_structure:
+            ptr = graph[K.PTR].cpu().numpy()
+            for k, pos in enumerate(b):
+                rows.append({"index": int(graph_set.indices[pos]), "num_atoms": int(n[k]),
+                             "energy_ref_eV": float(target[K.ENERGY][k]),
+                             "energy_pred_eV": float(pred[K.ENERGY][k].detach()),
+                             "forces_mae_meV_per_A": float(np.abs(df[ptr[k]:ptr[k + 1]]).mean() * 1e3)})
+    e, ea, f = (np.concatenate(x) for x in (e_err, e_err_atom, f_err))
+    out = {"energy_mae_meV": float(np.abs(e).mean() * 1e3),
+           "energy_rmse_meV": float(np.sqrt((e ** 2).mean()) * 1e3),
+           "energy_mae_meV_per_atom": float(np.abs(ea).mean() * 1e3),
+           "forces_mae_meV_per_A": float(np.abs(f).mean() * 1e3),
+           "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()) * 1e3)}
+    if per_structure:
+        out["per_structure"] = rows
+    return out
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size()

@@ -1,0 +1,247 @@
+"""Training: HDF5 data, converters, trainer, resume, NaN guard, DDP, evaluation."""
+
+import socket
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.io import read, write
+
+from ase_so3.training.config import TrainConfig
+from ase_so3.training.convert import convert_to_hdf5, hdf5_to_extxyz, read_ase_file
+from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
+from ase_so3.training.state import CheckpointError
+from ase_so3.training.trainer import Trainer, TrainingDivergedError
+from tests.conftest import SHARED
+
+RMD17 = SHARED / "rmd17"
+ETHANOL = [RMD17 / "rmd17_ethanol_train_01.npz", RMD17 / "rmd17_ethanol_test_01.npz"]
+TINY = {"lmax": 1, "mmax": 1, "channels": 4, "num_layers": 1, "num_radial": 4,
+        "radial_hidden": 8, "readout_hidden": 8, "cutoff": 4.0}
+pytestmark = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
+
+
+@pytest.fixture(scope="module")
+def ethanol_h5(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ethanol.h5"
+    convert_to_hdf5(ETHANOL, path, n_train=24, n_val=8, n_test=10, seed=0)
+    return path
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), output=str(out), model="escn", model_config=dict(TINY),
+                batch_size=4, max_epochs=3, lr=5e-3, progress=False, seed=1, warmup_epochs=0.5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_npz_conversion_is_exact(ethanol_h5):
+    ds = HDF5Dataset(ethanol_h5)
+    raw_train, raw_test = (np.load(p) for p in ETHANOL)
+    k = units.kcal / units.mol
+    assert ds.split_names == ["test", "train", "val"]
+    assert len(ds.split("train")) == 24 and len(ds.split("val")) == 8 and len(ds.split("test")) == 10
+    assert not set(ds.split("train")) & set(ds.split("val"))
+    for i in (0, 500, 999):
+        s = ds[i]
+        assert np.array_equal(s.numbers, raw_train["nuclear_charges"])
+        assert np.array_equal(s.positions, raw_train["coords"][i])
+        assert s.energy == raw_train["energies"][i] * k
+        assert np.array_equal(s.forces, raw_train["forces"][i] * k)
+    first_test = ds[int(ds.split("test")[0])]
+    assert np.array_equal(first_test.positions, raw_test["coords"][0])
+    atoms = read(ethanol_h5, "3")  # through the registered ASE I/O format
+    assert atoms.get_potential_energy() == ds[3].energy
+    assert np.array_equal(atoms.get_forces(), ds[3].forces)
+    assert "kcal/mol -> eV" in ds.provenance
+    assert abs(k - 0.0433641) < 1e-7
+
+
+def test_extxyz_and_hdf5_round_trip(ethanol_h5, tmp_path):
+    xyz = tmp_path / "val.xyz"
+    assert hdf5_to_extxyz(ethanol_h5, xyz, split="val") == 8
+    back = tmp_path / "back.h5"
+    convert_to_hdf5([xyz], back, n_train=6, n_val=1, n_test=1)
+    src, dst = HDF5Dataset(ethanol_h5), HDF5Dataset(back)
+    frames = read(xyz, ":")
+    assert len(dst) == len(frames) == 8
+    for s, frame in zip(dst, frames):  # extxyz -> HDF5 is exact (same order: no reshuffle)
+        assert s.energy == frame.info["REF_energy"]
+        assert np.array_equal(s.forces, frame.arrays["REF_forces"])
+        assert np.array_equal(s.positions, frame.positions)
+    for i, frame in zip(src.split("val"), frames):  # ASE writes extxyz with 8 decimals
+        ref = src[int(i)]
+        assert frame.info["ase_so3_index"] == i
+        assert abs(frame.info["REF_energy"] - ref.energy) < 1e-8
+        assert np.abs(frame.arrays["REF_forces"] - ref.forces).max() < 1e-8
+    # ase.io.write -> ase.io.read through the plugin
+    images = read(xyz, ":")
+    for a in images:
+        from ase.calculators.singlepoint import SinglePointCalculator
+        a.calc = SinglePointCalculator(a, energy=a.info["REF_energy"], forces=a.arrays["REF_forces"])
+    write(tmp_path / "plugin.h5", images)
+    again = read(tmp_path / "plugin.h5", ":")
+    assert len(again) == 8
+    assert all(np.array_equal(x.get_forces(), y.arrays["REF_forces"]) for x, y in zip(again, images))
+
+
+def test_ase_db_with_kcal_units():
+    db = SHARED / "md17_original" / "test_ethanol.db"
+    structures = read_ase_file(db, energy_unit="kcal/mol")
+    assert len(structures) == 20
+    energies = [s.energy / (units.kcal / units.mol) for s in structures]
+    assert -97208.5 < min(energies) < max(energies) < -97194.2
+
+
+def test_malformed_hdf5_files_give_clear_errors(ethanol_h5, tmp_path):
+    data = ethanol_h5.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DatasetFileError, match="truncated"):
+        HDF5Dataset(cut)
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(DatasetFileError, match="not an ase_so3 data set"):
+        HDF5Dataset(plain)
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(data)
+    with h5py.File(broken, "a") as f:
+        del f["structures/offsets"]
+        f["structures/offsets"] = np.array([0, 5, 3])
+    with pytest.raises(DatasetFileError, match="inconsistent"):
+        HDF5Dataset(broken)
+    missing = tmp_path / "missing.h5"
+    missing.write_bytes(data)
+    with h5py.File(missing, "a") as f:
+        del f["atoms/forces"]
+    with pytest.raises(DatasetFileError, match="missing"):
+        HDF5Dataset(missing)
+    with pytest.raises(DatasetFileError, match="no such file"):
+        HDF5Dataset(tmp_path / "nope.h5")
+
+
+def test_training_lowers_validation_force_error(ethanol_h5, tmp_path):
+    small = {**TINY, "channels": 8, "num_layers": 2, "num_radial": 6, "radial_hidden": 16,
+             "readout_hidden": 16}
+    trainer = Trainer(_cfg(ethanol_h5, tmp_path / "run", max_epochs=5, batch_size=2, lr=1e-2,
+                           model_config=small))
+    before = trainer.validate()["forces_mae_meV_per_A"]
+    result = trainer.fit(log=lambda *_: None)
+    assert result["epochs"] == 5
+    assert result["best_val_forces_mae_meV_per_A"] < 0.8 * before
+    for name in ("potential.pt", "checkpoint_last.pt", "checkpoint_best.pt", "metrics.csv",
+                 "metrics.jsonl", "config.yaml", "dataset_stats.json"):
+        assert (tmp_path / "run" / name).is_file()
+    from ase_so3 import SO3Calculator
+    atoms = read(ethanol_h5, "0")
+    atoms.calc = SO3Calculator(str(tmp_path / "run" / "potential.pt"))
+    assert np.isfinite(atoms.get_forces()).all()
+
+
+def test_kill_and_resume_matches_uninterrupted_run(ethanol_h5, tmp_path, monkeypatch):
+    full = Trainer(_cfg(ethanol_h5, tmp_path / "full"))
+    full.fit(log=lambda *_: None)
+    killed = Trainer(_cfg(ethanol_h5, tmp_path / "killed"))
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def dying_step(self, positions):
+        calls["n"] += 1
+        if calls["n"] == 15:  # in the middle of epoch 3 (6 steps per epoch)
+            raise KeyboardInterrupt
+        return original(self, positions)
+
+    monkeypatch.setattr(Trainer, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit(log=lambda *_: None)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(_cfg(ethanol_h5, tmp_path / "killed"))
+    resumed.fit(resume=True, log=lambda *_: None)
+    assert resumed.epoch == full.epoch == 3
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for k in full.ema.shadow:
+        assert torch.equal(full.ema.shadow[k], resumed.ema.shadow[k])
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(ethanol_h5, tmp_path, monkeypatch):
+    trainer = Trainer(_cfg(ethanol_h5, tmp_path / "nan"))
+    import ase_so3.training.trainer as tm
+    original = tm.loss_terms
+
+    def poisoned(pred, target, cfg):
+        out = original(pred, target, cfg)
+        if trainer.epoch >= 1:
+            out["total"] = out["total"] * float("nan")
+        return out
+
+    monkeypatch.setattr(tm, "loss_terms", poisoned)
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint .* is kept"):
+        trainer.fit(log=lambda *_: None)
+    ckpt = torch.load(tmp_path / "nan" / "checkpoint_last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_checkpoint_from_another_model_is_refused(ethanol_h5, tmp_path):
+    Trainer(_cfg(ethanol_h5, tmp_path / "run", max_epochs=1)).fit(log=lambda *_: None)
+    tfn = Trainer(_cfg(ethanol_h5, tmp_path / "run", model="tfn",
+                       model_config={"lmax": 1, "channels": 4, "num_layers": 1, "cutoff": 4.0}))
+    with pytest.raises(CheckpointError, match="checkpoint of a 'escn' model"):
+        tfn.fit(resume=True, log=lambda *_: None)
+    other = Trainer(_cfg(ethanol_h5, tmp_path / "run", model_config={**TINY, "channels": 8}))
+    with pytest.raises(CheckpointError, match="different model configuration"):
+        other.fit(resume=True, log=lambda *_: None)
+
+
+def _ddp_worker(rank, world, port, data, out, batch, result_path):
+    import os
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(_cfg(data, out))
+    shard = np.array_split(np.asarray(batch), world)[rank].tolist()
+    trainer.optimizer.zero_grad()
+    trainer.compute_loss(shard)["total"].backward()
+    if rank == 0:
+        torch.save({k: p.grad for k, p in trainer.model.named_parameters()}, result_path)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_gradients_equal_single_process(ethanol_h5, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    batch = [0, 5, 9, 13]
+    result = tmp_path / "ddp_grads.pt"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, ethanol_h5, tmp_path / "ddp", batch,
+                                                    result), nprocs=2, join=True)
+    single = Trainer(_cfg(ethanol_h5, tmp_path / "single"))
+    single.optimizer.zero_grad()
+    single.compute_loss(batch)["total"].backward()
+    ddp = torch.load(result, weights_only=True)
+    for k, p in single.model.named_parameters():
+        assert torch.allclose(ddp[k], p.grad, rtol=1e-10, atol=1e-12), k
+
+
+def test_evaluate_writes_csv_and_parity_plot(ethanol_h5, tmp_path, capsys):
+    from ase_so3.cli import main
+    Trainer(_cfg(ethanol_h5, tmp_path / "run", max_epochs=1)).fit(log=lambda *_: None)
+    assert main(["evaluate", str(tmp_path / "run" / "potential.pt"), str(ethanol_h5),
+                 "--split", "test", "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "forces MAE" in out and "energy MAE" in out
+    assert len((tmp_path / "eval" / "errors.csv").read_text().splitlines()) == 11
+    assert (tmp_path / "eval" / "parity.png").stat().st_size > 5000
+
+
+def test_config_overrides_and_errors(tmp_path):
+    yml = tmp_path / "c.yaml"
+    yml.write_text("data: x.h5\nmodel: tfn\nmodel_config: {lmax: 2}\n")
+    cfg = TrainConfig.load(yml, ["model_config.channels=8", "lr=1e-3", "max_epochs=7"])
+    assert cfg.model_config == {"lmax": 2, "channels": 8} and cfg.lr == 1e-3 and cfg.max_epochs == 7
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.load(yml, ["learning_rate=1"])
