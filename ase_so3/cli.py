@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_info(args) -> int:
@@ -87,12 +88,19 @@ def _cmd_train(args) -> int:
     from ase_so3.training.config import TrainConfig
     from ase_so3.training.trainer import Trainer
     overrides = list(args.overrides)
+    config = args.config
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # no config file, only key=value overrides
+        config = None
     if args.data:
         overrides.append(f"data={args.data}")
     if args.output:
         overrides.append(f"output={args.output}")
-    cfg = TrainConfig.load(args.config, overrides)
+    cfg = TrainConfig.load(config, overrides)
+    import os
     result = Trainer(cfg).fit(resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun only rank 0 reports
     print(f"stopped ({result['stop_reason']}) after {result['epochs']} epochs, "
           f"{result['elapsed_s']:.0f} s; best validation force MAE "
           f"{result['best_val_forces_mae_meV_per_A']:.2f} meV/Å; potential: "

@@ -33,10 +33,12 @@ from ase_so3.so3.wigner import WignerD, edge_rotation
 @dataclass(frozen=True)
 class ESCNConfig(PotentialConfig):
     lmax: int = 3
-    mmax: int = 2  # highest |m| kept in the edge frame
+    mmax: int | None = None  # highest |m| kept in the edge frame; None: min(2, lmax)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.mmax is None:
+            object.__setattr__(self, "mmax", min(2, self.lmax))
         if self.lmax > 8:
             raise ValueError("ESCN supports lmax up to 8")
         if not 0 <= self.mmax <= self.lmax:
