@@ -1,4 +1,4 @@
-"""The ``ase-so3`` command: ``info``, ``md``, ``convert``, ``train``, ``evaluate``."""
+"""The ``ase-so3`` command: ``info``, ``md``, ``convert``, ``train``, ``evaluate``, ``check``."""
 
 from __future__ import annotations
 
@@ -121,6 +121,17 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from ase_so3.loading import load_potential
+    from ase_so3.md import load_structure
+    from ase_so3.selfcheck import format_table, run_checks
+    model = load_potential(args.potential)
+    structures = {s: load_structure(s) for s in args.structures} if args.structures else None
+    rows = run_checks(model, structures, nve_steps=args.nve_steps)
+    print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ase-so3", description="SO(3)-equivariant potentials for ASE")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,13 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default=None, help="folder for errors.csv and parity.png")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    ck = sub.add_parser("check", help="physics self-check of a potential (exit 1 on failure)")
+    ck.add_argument("potential", help="potential file or shipped potential name")
+    ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
+    ck.add_argument("--nve-steps", type=int, default=100)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
-                "evaluate": _cmd_evaluate}
+                "evaluate": _cmd_evaluate, "check": _cmd_check}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:

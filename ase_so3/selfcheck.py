@@ -1,0 +1,107 @@
+"""``ase-so3 check POTENTIAL [STRUCTURE ...]``: the physics self-check of a potential.
+
+Runs the functions of :mod:`ase_so3.checks` on the given structures, or by default on a molecule
+of the potential's elements, a periodic cell smaller than twice the cutoff, a slab with vacuum and
+a molecule far from the origin, and prints one row per check: worst error, tolerance, pass/fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from ase_so3 import checks
+
+
+@dataclass
+class CheckRow:
+    check: str
+    structure: str
+    worst: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.worst) and self.worst <= self.tolerance)
+
+
+def default_structures(model) -> dict[str, Atoms]:
+    """Test structures built from the potential's own elements and cutoff."""
+    z = list(model.species)
+    rng = np.random.default_rng(0)
+    mol_numbers = [z[k % len(z)] for k in range(6)]
+    mol = Atoms(numbers=mol_numbers, positions=_spread(6, 1.3, rng))
+    rc = model.cutoff
+    a = 0.8 * rc  # every lattice vector shorter than twice the cutoff
+    cell = np.array([[a, 0, 0], [0.15 * a, 0.95 * a, 0], [0.1 * a, 0.2 * a, 0.9 * a]])
+    n_bulk = 4
+    bulk = Atoms(numbers=[z[k % len(z)] for k in range(n_bulk)],
+                 scaled_positions=rng.uniform(size=(n_bulk, 3)), cell=cell, pbc=True)
+    _push_apart(bulk, 1.1)
+    slab = Atoms(numbers=mol_numbers, positions=_spread(6, 1.3, rng) + [0, 0, 5.0],
+                 cell=[[1.23 * a, 0, 0], [0.11 * a, 1.31 * a, 0], [0, 0, 4 * rc]],
+                 pbc=[True, True, False])
+    _push_apart(slab, 1.1)
+    far = mol.copy()
+    far.positions += 1.0e4
+    return {"molecule": mol, "periodic cell": bulk, "slab": slab, "far from origin": far}
+
+
+def _spread(n: int, bond: float, rng) -> np.ndarray:
+    """n points, each at ~bond length from an earlier one, none closer than 0.9 * bond."""
+    pts = [np.zeros(3)]
+    while len(pts) < n:
+        base = pts[rng.integers(len(pts))]
+        cand = base + bond * _unit(rng.normal(size=3))
+        if min(np.linalg.norm(cand - p) for p in pts) > 0.9 * bond:
+            pts.append(cand)
+    return np.array(pts)
+
+
+def _unit(v):
+    return v / np.linalg.norm(v)
+
+
+def _push_apart(atoms: Atoms, dmin: float, iterations: int = 200) -> None:
+    for _ in range(iterations):
+        d = atoms.get_all_distances(mic=True)
+        np.fill_diagonal(d, np.inf)
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        if d[i, j] >= dmin:
+            return
+        vec = atoms.get_distance(i, j, mic=True, vector=True)
+        atoms.positions[j] += 0.2 * _unit(vec + 1e-9)
+
+
+def run_checks(model, structures: dict[str, Atoms] | None = None,
+               nve_steps: int = 100) -> list[CheckRow]:
+    structures = structures or default_structures(model)
+    rows: list[CheckRow] = []
+    for name, atoms in structures.items():
+        for key, err in checks.symmetry_errors(model, atoms, draws=4).items():
+            quantity, transform = key.split("_")
+            rows.append(CheckRow(f"{quantity} {transform}", name, err, 1e-8 if quantity == "energy"
+                                 else 1e-7))
+        for key, err in checks.finite_difference_errors(model, atoms).items():
+            rows.append(CheckRow(f"{key} vs finite differences", name, err, 1e-6))
+    for key, err in checks.cutoff_continuity(model, delta=1e-6).items():
+        rows.append(CheckRow(f"{key} continuity at cutoff", "trimer", err, 1e-6))
+    first = next(iter(structures.values()))
+    nve = checks.nve_drift(model, first, steps=nve_steps, timestep_fs=0.25)
+    rows.append(CheckRow("NVE drift (eV/atom/ps)", next(iter(structures)),
+                         abs(nve["drift_eV_per_atom_per_ps"]), 1e-3))
+    for key, err in checks.batch_consistency(model, list(structures.values())).items():
+        rows.append(CheckRow(f"{key} batch consistency", "all", err, 1e-8))
+    return rows
+
+
+def format_table(rows: list[CheckRow]) -> str:
+    lines = [f"{'check':<34} {'structure':<16} {'worst error':>12} {'tolerance':>10}  result"]
+    for r in rows:
+        lines.append(f"{r.check:<34} {r.structure:<16} {r.worst:>12.3e} {r.tolerance:>10.1e}  "
+                     f"{'pass' if r.passed else 'FAIL'}")
+    n_fail = sum(not r.passed for r in rows)
+    lines.append(f"{len(rows) - n_fail} passed, {n_fail} failed")
+    return "\n".join(lines)
