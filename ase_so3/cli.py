@@ -32,7 +32,8 @@ def _cmd_info(args) -> int:
         err = card.get("test_errors", {})
         extra = ""
         if err:
-            extra = (f"  test energy MAE {err.get('energy_mae_meV', float('nan')):.2f} meV, "
+            extra = (f"  ({card.get('model')}, {card.get('num_parameters')} parameters) test "
+                     f"energy MAE {err.get('energy_mae_meV', float('nan')):.2f} meV, "
                      f"force MAE {err.get('forces_mae_meV_per_A', float('nan')):.2f} meV/Å")
         print(f"  {name}{extra}")
     return 0

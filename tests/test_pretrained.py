@@ -1,0 +1,55 @@
+"""Every shipped potential: loads by name, matches its model card, conserves energy in NVE."""
+
+import numpy as np
+import pytest
+
+from ase_so3 import SO3Calculator, checks, list_potentials, load_potential
+from ase_so3.data import load_named_structure
+from ase_so3.pretrained import model_card
+from tests.conftest import SHARED
+
+SHIPPED = list_potentials()
+
+
+def test_shipped_potentials_have_cards():
+    for name in SHIPPED:
+        card = model_card(name)
+        for key in ("model", "molecule", "config", "num_parameters", "data", "hyperparameters",
+                    "training", "command", "test_errors", "test_errors_first100"):
+            assert key in card, (name, key)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_loads_by_name_and_gives_finite_results(name):
+    card = model_card(name)
+    atoms = load_named_structure(card["molecule"])
+    atoms.calc = SO3Calculator(name)
+    assert np.isfinite(atoms.get_potential_energy())
+    assert np.isfinite(atoms.get_forces()).all()
+    assert load_potential(name).metadata["pretrained_name"] == name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_test_error_matches_model_card(name, tmp_path):
+    card = model_card(name)
+    mol = card["molecule"]
+    test_npz = SHARED / "rmd17" / f"rmd17_{mol}_test_01.npz"
+    if not test_npz.is_file():
+        pytest.skip("needs ../shared/data/md17")
+    from ase_so3.training.convert import convert_to_hdf5
+    from ase_so3.training.evaluate import evaluate_potential
+    train_npz = SHARED / "rmd17" / f"rmd17_{mol}_train_01.npz"
+    convert_to_hdf5([train_npz, test_npz], tmp_path / "d.h5", n_train=950, n_val=50, n_test=100)
+    m = evaluate_potential(name, tmp_path / "d.h5", split="test")
+    full = card["test_errors"]["forces_mae_meV_per_A"]
+    first100 = card["test_errors_first100"]["forces_mae_meV_per_A"]
+    assert abs(m["forces_mae_meV_per_A"] - first100) < 1e-6 * first100  # reproduced exactly
+    assert abs(m["forces_mae_meV_per_A"] - full) < 0.10 * full  # within 10% of the full test set
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_potential_conserves_energy_in_nve(name):
+    atoms = load_named_structure(model_card(name)["molecule"])
+    res = checks.nve_drift(load_potential(name), atoms, steps=100, timestep_fs=0.5)
+    assert abs(res["drift_eV_per_atom_per_ps"]) < 1e-2
+    assert res["max_deviation_eV_per_atom"] < 5e-3
