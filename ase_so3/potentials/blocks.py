@@ -132,6 +132,24 @@ class NormActivation(nn.Module):
         return torch.cat([scalars, x[:, 1:] * gate], dim=1)
 
 
+class MessagePassingLayer(nn.Module):
+    """Shared node update of TFN-type layers: sum messages at the centre atoms, self-interaction
+    of messages and of the old features, norm nonlinearity, residual connection."""
+
+    def __init__(self, lmax: int, channels: int, avg_num_neighbors: float):
+        super().__init__()
+        self.si_message = DegreeLinear(lmax, channels, channels)
+        self.si_self = DegreeLinear(lmax, channels, channels, bias=False)
+        self.act = NormActivation(lmax, channels)
+        self.inv_avg_neighbors = 1.0 / avg_num_neighbors
+
+    def update(self, x: torch.Tensor, messages: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, D, C]``, per-edge ``messages`` ``[E, D, C]`` summed at ``centre`` ``[E]``."""
+        from ase_so3.scatter import scatter_sum
+        agg = scatter_sum(messages, centre, x.shape[0]) * self.inv_avg_neighbors  # [N, D, C]
+        return x + self.act(self.si_message(agg) + self.si_self(x))
+
+
 class EnergyReadout(nn.Module):
     """Scalar channels -> one number per atom."""
 

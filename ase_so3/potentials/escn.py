@@ -22,10 +22,9 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout, NormActivation,
+from ase_so3.potentials.blocks import (BesselBasis, EnergyReadout, MessagePassingLayer,
                                        PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
 from ase_so3.potentials.registry import register
-from ase_so3.scatter import scatter_sum
 from ase_so3.so3 import so2
 from ase_so3.so3.wigner import WignerD, edge_rotation
 
@@ -64,24 +63,21 @@ class SO2Convolution(nn.Module):
         return so2.so2_linear(x_rot, list(self.weights), self.lmax, self.mmax, input_scale=list(rad))
 
 
-class ESCNInteraction(nn.Module):
+class ESCNInteraction(MessagePassingLayer):
+    """One eSCN layer: SO(2) convolution in the edge frame, then the shared node update."""
+
     def __init__(self, cfg: ESCNConfig):
-        super().__init__()
+        super().__init__(cfg.lmax, cfg.channels, cfg.avg_num_neighbors)
         c = cfg.channels
         self.lmax, self.mmax = cfg.lmax, cfg.mmax
         self.conv = SO2Convolution(cfg.lmax, cfg.mmax, c, c, cfg.num_radial, cfg.radial_hidden)
-        self.si_message = DegreeLinear(cfg.lmax, c, c)
-        self.si_self = DegreeLinear(cfg.lmax, c, c, bias=False)
-        self.act = NormActivation(cfg.lmax, c)
-        self.inv_avg_neighbors = 1.0 / cfg.avg_num_neighbors
 
     def forward(self, x, edge_index, basis, envelope, blocks):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
         x_rot = so2.rotate_to_edge_frame(x[src], blocks, self.mmax)  # per l: [E, rows_l, C]
         y_rot = self.conv(x_rot, basis, envelope)
         msg = so2.rotate_from_edge_frame(y_rot, blocks, self.mmax)  # [E, (lmax+1)^2, C]
-        agg = scatter_sum(msg, dst, x.shape[0]) * self.inv_avg_neighbors
-        return x + self.act(self.si_message(agg) + self.si_self(x))
+        return self.update(x, msg, dst)
 
 
 @register

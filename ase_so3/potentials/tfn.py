@@ -16,11 +16,10 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout, NormActivation,
+from ase_so3.potentials.blocks import (BesselBasis, EnergyReadout, MessagePassingLayer,
                                        PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.potentials.registry import register
-from ase_so3.scatter import scatter_sum
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
 
@@ -36,25 +35,20 @@ class TFNConfig(PotentialConfig):
             object.__setattr__(self, "lmax_filter", 2 * self.lmax)
 
 
-class TFNInteraction(nn.Module):
-    """One TFN layer: convolution, self-interaction, norm nonlinearity, residual."""
+class TFNInteraction(MessagePassingLayer):
+    """One TFN layer: convolution, then the shared self-interaction, nonlinearity, residual."""
 
     def __init__(self, cfg: PotentialConfig, lmax_filter: int):
-        super().__init__()
-        c = cfg.channels
+        super().__init__(cfg.lmax, cfg.channels, cfg.avg_num_neighbors)
         self.conv = TensorProductConv(cfg.lmax, cfg.lmax, lmax_filter)
-        self.radial = RadialWeights(cfg.num_radial, cfg.radial_hidden, (self.conv.num_paths, c))
-        self.si_message = DegreeLinear(cfg.lmax, c, c)
-        self.si_self = DegreeLinear(cfg.lmax, c, c, bias=False)
-        self.act = NormActivation(cfg.lmax, c)
-        self.inv_avg_neighbors = 1.0 / cfg.avg_num_neighbors
+        self.radial = RadialWeights(cfg.num_radial, cfg.radial_hidden,
+                                    (self.conv.num_paths, cfg.channels))
 
     def forward(self, x, edge_index, basis, envelope, filters):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
         w = self.radial(basis, envelope)  # [E, paths, C]
         msg = self.conv(x[src], filters, w)  # [E, (lmax+1)^2, C]
-        agg = scatter_sum(msg, dst, x.shape[0]) * self.inv_avg_neighbors  # [N, (lmax+1)^2, C]
-        return x + self.act(self.si_message(agg) + self.si_self(x))
+        return self.update(x, msg, dst)
 
 
 @register
