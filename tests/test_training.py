@@ -245,3 +245,25 @@ def test_config_overrides_and_errors(tmp_path):
     assert cfg.model_config == {"lmax": 2, "channels": 8} and cfg.lr == 1e-3 and cfg.max_epochs == 7
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.load(yml, ["learning_rate=1"])
+
+
+def test_lazy_reading_with_dataloader_workers_matches_preloaded(ethanol_h5, tmp_path):
+    from ase_so3.training.data import GraphSet, batch_loader
+    ds = HDF5Dataset(ethanol_h5)
+    idx = ds.split("train")
+    eager, lazy = GraphSet(ds, idx, 4.0, preload=True), GraphSet(ds, idx, 4.0, preload=False)
+    assert lazy._items is None
+    batches = eager.batches(5, shuffle=True, seed=3, epoch=1)
+    for (g1, t1), (g2, t2) in zip(batch_loader(eager, batches, torch.float64, 0),
+                                  batch_loader(lazy, batches, torch.float64, 2)):
+        for k in g1:
+            assert torch.equal(g1[k], g2[k]), k
+        for k in t1:
+            assert torch.equal(t1[k], t2[k]), k
+    # the trainer with lazy data and two workers gives the same model as the preloaded one
+    a = Trainer(_cfg(ethanol_h5, tmp_path / "a", max_epochs=1))
+    b = Trainer(_cfg(ethanol_h5, tmp_path / "b", max_epochs=1, preload=False, num_workers=2))
+    a.fit(log=lambda *_: None)
+    b.fit(log=lambda *_: None)
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), k

@@ -40,6 +40,8 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    preload: bool = True  # read all structures and neighbour lists up front (small data sets)
+    num_workers: int = 0  # DataLoader worker processes that build batches ahead of training
     progress: bool = True
     tensorboard: bool = False
 

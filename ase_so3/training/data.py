@@ -13,19 +13,34 @@ from ase_so3.training.hdf5 import HDF5Dataset
 
 
 class GraphSet:
-    """The structures of one split with neighbour lists, held in memory as numpy arrays."""
+    """The structures of one split with their neighbour lists.
 
-    def __init__(self, dataset: HDF5Dataset, indices, cutoff: float):
+    ``preload=True`` reads every structure and builds its neighbour list once, up front (small
+    data sets such as rMD17). ``preload=False`` keeps only the indices and reads each structure
+    lazily from the HDF5 file when a batch is collated, e.g. inside DataLoader workers
+    (:func:`batch_loader`), so large files never sit in memory.
+    """
+
+    def __init__(self, dataset: HDF5Dataset, indices, cutoff: float, preload: bool = True):
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.items = []
-        for i in self.indices:
-            s = dataset[int(i)]
-            c, n, sh, _ = neighbor_list(s.positions, s.cell, s.pbc, cutoff)
-            self.items.append((s, (s.positions, s.numbers, s.cell, s.pbc, c, n, sh)))
+        self.dataset, self.cutoff = dataset, cutoff
         self.has_stress = dataset.has_stress
+        self._items = [self._load(k) for k in range(len(self.indices))] if preload else None
+
+    def _load(self, k: int):
+        s = self.dataset[int(self.indices[k])]
+        c, n, sh, _ = neighbor_list(s.positions, s.cell, s.pbc, self.cutoff)
+        return s, (s.positions, s.numbers, s.cell, s.pbc, c, n, sh)
+
+    def item(self, k: int):
+        return self._items[k] if self._items is not None else self._load(k)
+
+    def iter_items(self):
+        """Every (structure, arrays) pair in order, read one at a time if not preloaded."""
+        return (self.item(k) for k in range(len(self)))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.indices)
 
     def batches(self, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
                 rank: int = 0, world_size: int = 1) -> list[list[int]]:
@@ -44,8 +59,9 @@ class GraphSet:
         return out
 
     def collate(self, positions: list[int], dtype: torch.dtype, device) -> tuple[dict, dict]:
-        graph = collate_arrays([self.items[k][1] for k in positions], dtype=dtype, device=device)
-        structs = [self.items[k][0] for k in positions]
+        loaded = [self.item(k) for k in positions]
+        graph = collate_arrays([arrays for _, arrays in loaded], dtype=dtype, device=device)
+        structs = [s for s, _ in loaded]
         t = dict(dtype=dtype, device=device)
         targets = {
             K.ENERGY: torch.tensor([s.energy for s in structs], **t),
@@ -58,13 +74,38 @@ class GraphSet:
         return graph, targets
 
 
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, graph_set: GraphSet, batches: list[list[int]], dtype):
+        self.graph_set, self.batches, self.dtype = graph_set, batches, dtype
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        return self.graph_set.collate(self.batches[b], self.dtype, "cpu")
+
+
+def batch_loader(graph_set: GraphSet, batches: list[list[int]], dtype, num_workers: int):
+    """Collated CPU batches in the given order; ``num_workers > 0`` builds them (reading HDF5 and
+    neighbour lists) in DataLoader worker processes, ahead of the training step."""
+    if num_workers <= 0:
+        return (graph_set.collate(b, dtype, "cpu") for b in batches)
+    return torch.utils.data.DataLoader(_Batches(graph_set, batches, dtype), batch_size=None,
+                                       shuffle=False, num_workers=num_workers,
+                                       collate_fn=_identity, prefetch_factor=4)
+
+
+def _identity(x):
+    return x
+
+
 def fit_atomic_energies(graph_set: GraphSet, species: tuple[int, ...]) -> np.ndarray:
     """Per-element reference energies by least squares ``E_s ~ sum_Z n_sZ e_Z`` (minimum-norm
     solution when compositions do not vary, as in single-molecule data sets)."""
     index = {z: k for k, z in enumerate(species)}
     counts = np.zeros((len(graph_set), len(species)))
     energies = np.zeros(len(graph_set))
-    for row, (s, _) in enumerate(graph_set.items):
+    for row, (s, _) in enumerate(graph_set.iter_items()):
         for z in s.numbers:
             counts[row, index[int(z)]] += 1
         energies[row] = s.energy
@@ -76,13 +117,19 @@ def dataset_statistics(graph_set: GraphSet, atomic_energies: np.ndarray,
                        species: tuple[int, ...]) -> dict[str, float]:
     """Average number of neighbours, RMS force component, and per-atom residual energy spread."""
     index = {z: k for k, z in enumerate(species)}
-    n_edges = sum(len(arrays[4]) for _, arrays in graph_set.items)
-    n_atoms = sum(len(s.numbers) for s, _ in graph_set.items)
-    forces = np.concatenate([s.forces.reshape(-1) for s, _ in graph_set.items])
-    residual = np.array([(s.energy - sum(atomic_energies[index[int(z)]] for z in s.numbers))
-                         / len(s.numbers) for s, _ in graph_set.items])
+    n_edges = n_atoms = 0
+    sq_forces = n_force = 0.0
+    residual = []
+    for s, arrays in graph_set.iter_items():
+        n_edges += len(arrays[4])
+        n_atoms += len(s.numbers)
+        sq_forces += float((s.forces ** 2).sum())
+        n_force += s.forces.size
+        residual.append((s.energy - sum(atomic_energies[index[int(z)]] for z in s.numbers))
+                        / len(s.numbers))
+    residual = np.asarray(residual)
     return {"avg_num_neighbors": n_edges / max(n_atoms, 1),
-            "force_rms": float(np.sqrt(np.mean(forces ** 2))) if len(forces) else 1.0,
+            "force_rms": float(np.sqrt(sq_forces / n_force)) if n_force else 1.0,
             "energy_per_atom_std": float(residual.std()), "num_structures": len(graph_set),
             "num_atoms": n_atoms}
 

@@ -25,7 +25,8 @@ from ase_so3.errors import ASESO3Error
 from ase_so3.potentials import build_potential, get_model_class
 from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.training.config import TrainConfig
-from ase_so3.training.data import GraphSet, dataset_statistics, fit_atomic_energies, species_in
+from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
+                                   fit_atomic_energies, species_in)
 from ase_so3.training.hdf5 import HDF5Dataset
 from ase_so3.training.state import (EMA, LRSchedule, load_checkpoint, rng_state, save_checkpoint,
                                     set_rng_state)
@@ -63,8 +64,8 @@ class Trainer:
         species = tuple(cfg.model_config.get("species") or species_in(ds))
         model_kwargs = {**cfg.model_config, "species": list(species)}
         cutoff = model_kwargs.setdefault("cutoff", get_model_class(cfg.model).config_class.cutoff)
-        self.train_set = GraphSet(ds, ds.split(cfg.train_split), cutoff)
-        self.val_set = GraphSet(ds, ds.split(cfg.val_split), cutoff)
+        self.train_set = GraphSet(ds, ds.split(cfg.train_split), cutoff, preload=cfg.preload)
+        self.val_set = GraphSet(ds, ds.split(cfg.val_split), cutoff, preload=cfg.preload)
         ds.close()
         atomic = fit_atomic_energies(self.train_set, species)
         self.stats = dataset_statistics(self.train_set, atomic, species)
@@ -89,15 +90,18 @@ class Trainer:
         self.elapsed = 0.0
 
     # -- one optimisation step ----------------------------------------------------------------
-    def compute_loss(self, positions: list[int]) -> dict[str, torch.Tensor]:
-        graph, target = self.train_set.collate(positions, self.dtype, self.device)
+    def compute_loss(self, batch) -> dict[str, torch.Tensor]:
+        """``batch``: positions into the training set, or an already collated (graph, target)."""
+        if isinstance(batch, list):
+            batch = self.train_set.collate(batch, self.dtype, "cpu")
+        graph, target = (_to(x, self.device) for x in batch)
         pred = energy_forces_stress(self.train_model, graph, forces=True,
                                     stress=K.STRESS in target, training=True)
         return loss_terms(pred, target, self.cfg)
 
-    def train_step(self, positions: list[int]) -> float:
+    def train_step(self, batch) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self.compute_loss(positions)
+        terms = self.compute_loss(batch)
         loss = terms["total"]
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -184,8 +188,9 @@ class Trainer:
             batches = self.train_set.batches(cfg.batch_size, True, cfg.seed, self.epoch,
                                              self.rank, self.world_size)
             losses = []
-            for b in tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, mininterval=1.0,
-                          disable=not (cfg.progress and main)):
+            loader = batch_loader(self.train_set, batches, self.dtype, cfg.num_workers)
+            for b in tqdm(loader, total=len(batches), desc=f"epoch {self.epoch + 1}", leave=False,
+                          mininterval=1.0, disable=not (cfg.progress and main)):
                 losses.append(self.train_step(b))
             train_seconds = time.perf_counter() - start
             metrics = self.validate()
@@ -266,6 +271,10 @@ def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, devic
     if per_structure:
         out["per_structure"] = rows
     return out
+
+
+def _to(d: dict, device) -> dict:
+    return {k: v.to(device) for k, v in d.items()}
 
 
 def _init_distributed(device: str) -> tuple[int, int]:
