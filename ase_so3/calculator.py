@@ -22,6 +22,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase_so3 import keys as K
 from ase_so3.graph import atoms_to_graph
 from ase_so3.loading import load_potential
+from ase_so3.neighbors import VerletNeighborList
 from ase_so3.potentials.base import Potential
 from ase_so3.potentials.forces import energy_forces_stress
 
@@ -57,12 +58,14 @@ class SO3Calculator(Calculator):
         dtype is never changed.
     min_distance: warn (:class:`ase_so3.errors.CloseAtomsWarning`) when two atoms are closer than
         this (Å); ``None`` disables the check. Atoms at the same position always raise.
+    skin: Verlet skin (Å) of the neighbour list kept between calls: it is rebuilt only when an
+        atom moved more than ``skin / 2`` or the cell changed; ``0`` rebuilds every call.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, device="cpu", dtype="float64", min_distance: float | None = 0.5,
-                 **kwargs):
+                 skin: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, (str, Path)):
             model = load_potential(potential)
@@ -77,13 +80,14 @@ class SO3Calculator(Calculator):
         self.potential = model.to(device=self.device, dtype=self.dtype).eval()
         for p in self.potential.parameters():
             p.requires_grad_(False)
+        self.neighbors = VerletNeighborList(self.potential.cutoff, skin)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.potential.check_species(atoms.numbers)
         graph = atoms_to_graph(atoms, self.potential.cutoff, dtype=self.dtype, device=self.device,
-                               min_distance=self.min_distance)
+                               min_distance=self.min_distance, pair_list=self.neighbors)
         periodic = bool(np.all(atoms.pbc))
         with torch.enable_grad():
             out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
@@ -97,3 +101,30 @@ class SO3Calculator(Calculator):
         if periodic:
             stress = out[K.STRESS][0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def calculate_many(self, images, batch_size: int = 32) -> list[dict]:
+        """Energies, per-atom energies, forces (and stress for 3-D periodic structures) of many
+        structures, ``batch_size`` structures per model pass. Returns one dict per structure with
+        the same keys and units as ``calc.results``; the calculator's own cache is untouched."""
+        out: list[dict] = []
+        for start in range(0, len(images), batch_size):
+            chunk = list(images[start:start + batch_size])
+            for a in chunk:
+                self.potential.check_species(a.numbers)
+            graph = atoms_to_graph(chunk, self.potential.cutoff, dtype=self.dtype,
+                                   device=self.device, min_distance=self.min_distance)
+            periodic = [bool(np.all(a.pbc)) for a in chunk]
+            with torch.enable_grad():
+                res = energy_forces_stress(self.potential, graph, forces=True, stress=any(periodic))
+            ptr = graph[K.PTR].tolist()
+            energy = res[K.ENERGY].detach().cpu().numpy().astype(np.float64)
+            node = res[K.NODE_ENERGY].detach().cpu().numpy().astype(np.float64)
+            forces = res[K.FORCES].detach().cpu().numpy().astype(np.float64)
+            for g, a in enumerate(chunk):
+                r = {"energy": float(energy[g]), "free_energy": float(energy[g]),
+                     "energies": node[ptr[g]:ptr[g + 1]], "forces": forces[ptr[g]:ptr[g + 1]]}
+                if periodic[g]:
+                    s = res[K.STRESS][g].detach().cpu().numpy().astype(np.float64)
+                    r["stress"] = full_3x3_to_voigt_6_stress(s)
+                out.append(r)
+        return out

@@ -49,12 +49,15 @@ def validate_atoms(atoms) -> None:
             "give three linearly independent cell vectors")
 
 
-def _structure_arrays(atoms, cutoff: float, min_distance: float | None):
+def _structure_arrays(atoms, cutoff: float, min_distance: float | None, pair_list=None):
     validate_atoms(atoms)
     pos = atoms.get_positions()
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
-    centre, neigh, shifts, dist = neighbor_list(pos, cell, pbc, cutoff)
+    if pair_list is None:
+        centre, neigh, shifts, dist = neighbor_list(pos, cell, pbc, cutoff)
+    else:
+        centre, neigh, shifts, dist = pair_list(pos, cell, pbc)
     if len(dist):
         k = int(np.argmin(dist))
         dmin = float(dist[k])
@@ -74,16 +77,20 @@ def _structure_arrays(atoms, cutoff: float, min_distance: float | None):
 
 def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu",
-                   min_distance: float | None = None) -> Graph:
+                   min_distance: float | None = None, pair_list=None) -> Graph:
     """Build the batch for one ``Atoms`` or a sequence of them.
 
     ``min_distance`` (Å): warn (:class:`CloseAtomsWarning`) when two atoms are closer; atoms
-    at the same position always raise :class:`InvalidStructureError`.
+    at the same position always raise :class:`InvalidStructureError`. ``pair_list``: a callable
+    ``(positions, cell, pbc) -> (centre, neighbour, shifts, distances)`` such as a
+    :class:`~ase_so3.neighbors.VerletNeighborList` (single structure only).
     """
     structures: Sequence = [atoms] if not isinstance(atoms, (list, tuple)) else atoms
     if len(structures) == 0:
         raise ValueError("atoms_to_graph needs at least one structure")
-    parts = [_structure_arrays(a, cutoff, min_distance) for a in structures]
+    if pair_list is not None and len(structures) != 1:
+        raise ValueError("a reusable pair list serves one structure at a time")
+    parts = [_structure_arrays(a, cutoff, min_distance, pair_list) for a in structures]
     return collate_arrays(parts, dtype=dtype, device=device)
 
 

@@ -29,3 +29,43 @@ def neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cuto
                                  quantities="ijSd")
     return (i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64),
             d.astype(np.float64))
+
+
+class VerletNeighborList:
+    """Neighbour list with a Verlet skin, reused while atoms move little.
+
+    The pair list is built with ``cutoff + skin``; later calls reuse it (keeping only pairs now
+    closer than ``cutoff``) until some atom has moved more than ``skin / 2`` since the build, or
+    the cell, periodicity or number of atoms changed. Results equal a fresh list's up to the order
+    of the pairs (tested over MD runs). ``builds`` counts rebuilds.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        if skin < 0:
+            raise ValueError("skin must be >= 0")
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.builds = 0
+        self._ref = None  # (positions, cell, pbc, centre, neighbour, shifts)
+
+    def _stale(self, positions, cell, pbc) -> bool:
+        if self._ref is None or self.skin == 0:
+            return True
+        pos0, cell0, pbc0 = self._ref[:3]
+        if pos0.shape != positions.shape or not np.array_equal(cell0, cell) \
+                or not np.array_equal(pbc0, pbc):
+            return True
+        moved = np.sqrt(((positions - pos0) ** 2).sum(1)).max() if len(positions) else 0.0
+        return moved > 0.5 * self.skin
+
+    def __call__(self, positions, cell, pbc):
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool)
+        if self._stale(positions, cell, pbc):
+            i, j, s, _ = neighbor_list(positions, cell, pbc, self.cutoff + self.skin)
+            self._ref = (positions.copy(), cell.copy(), pbc.copy(), i, j, s)
+            self.builds += 1
+        i, j, s = self._ref[3:]
+        d = np.linalg.norm(positions[j] - positions[i] + s @ cell, axis=1)
+        keep = d < self.cutoff
+        return i[keep], j[keep], s[keep], d[keep]

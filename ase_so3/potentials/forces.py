@@ -50,6 +50,7 @@ def energy_forces_stress(model, graph: dict, forces: bool = True, stress: bool =
         if g is None:
             g = torch.zeros_like(strain)
         volume = torch.linalg.det(graph[K.CELL]).abs()  # strained cell = cell at zero strain
+        volume = torch.where(volume > 0, volume, torch.ones_like(volume))  # molecules in a batch
         result[K.VIRIAL] = -g
         result[K.STRESS] = g / volume[:, None, None]
     return result
