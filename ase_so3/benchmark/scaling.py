@@ -90,6 +90,8 @@ def _run_one(args, method: str, lmax: int) -> dict | None:
     cmd = [sys.executable, "-m", "ase_so3.benchmark.scaling", "--worker", method, str(lmax),
            "--edges", str(args.edges), "--channels", str(args.channels), "--device", args.device,
            "--repeats", str(args.repeats), "--dtype", args.dtype]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -155,6 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per measurement")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="stop measuring TFN at larger lmax once one step takes longer")
@@ -162,6 +165,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "LMAX"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.edges, args.channels,
                                 args.device, args.repeats, args.dtype)))
