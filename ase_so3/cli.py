@@ -133,6 +133,13 @@ def _cmd_check(args) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
+def _cmd_benchmark(args) -> int:
+    if args.which == "scaling":
+        from ase_so3.benchmark.scaling import main as scaling_main
+        return scaling_main(args.rest)
+    raise ValueError(f"unknown benchmark {args.which!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ase-so3", description="SO(3)-equivariant potentials for ASE")
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,13 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
     ck.add_argument("--nve-steps", type=int, default=100)
+    bm = sub.add_parser("benchmark", help="benchmarks: scaling (eSCN vs TFN cost against lmax)")
+    bm.add_argument("which", choices=["scaling"])
+    bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
-                "evaluate": _cmd_evaluate, "check": _cmd_check}
+                "evaluate": _cmd_evaluate, "check": _cmd_check, "benchmark": _cmd_benchmark}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:

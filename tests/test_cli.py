@@ -41,3 +41,15 @@ def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "ase_so3.cli", "info"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and "registered models" in res.stdout
+
+
+def test_scaling_benchmark_runs_tiny(capsys, tmp_path):
+    out = tmp_path / "s.json"
+    assert main(["benchmark", "scaling", "--edges", "200", "--channels", "4", "--lmax", "1", "2",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "TFN/eSCN" in text and "fitted cost" in text
+    import json
+    data = json.loads(out.read_text())
+    assert [r["lmax"] for r in data["rows"]] == [1, 2]
+    assert all(r["tfn"]["seconds"] > 0 and r["escn"]["seconds"] > 0 for r in data["rows"])
