@@ -199,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra  # key=value after --options
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
                 "evaluate": _cmd_evaluate, "check": _cmd_check, "benchmark": _cmd_benchmark}
     try:

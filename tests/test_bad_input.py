@@ -142,3 +142,11 @@ def test_invalid_configs():
         SE3Transformer(distance_features="r2")
     with pytest.raises(ValueError, match="cutoff must be positive"):
         TFN(cutoff=-1)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    target = tmp_path / "model.pt"
+    make_model("tfn").save(target)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -267,3 +267,19 @@ def test_lazy_reading_with_dataloader_workers_matches_preloaded(ethanol_h5, tmp_
     b.fit(log=lambda *_: None)
     for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(x, y), k
+
+
+def test_energy_shift_refit_removes_the_mean_training_error(ethanol_h5, tmp_path):
+    from ase_so3 import load_potential
+    from ase_so3.training.trainer import evaluate_graph_set
+    trainer = Trainer(_cfg(ethanol_h5, tmp_path / "run", max_epochs=1))
+    trainer.fit(log=lambda *_: None)  # ends with a refit
+    model = load_potential(tmp_path / "run" / "potential.pt")
+    errs = []
+    for b in trainer.train_set.batches(8, shuffle=False):
+        graph, target = trainer.train_set.collate(b, torch.float64, "cpu")
+        with torch.no_grad():
+            errs.append((model(graph)["energy"] - target["energy"]) / target["num_atoms"])
+    assert abs(float(torch.cat(errs).mean())) < 1e-9
+    assert "energy_shift_refit_eV_per_atom" in model.metadata
+    assert evaluate_graph_set(model, trainer.val_set, 8, torch.float64, "cpu")["energy_mae_meV"] >= 0

@@ -218,10 +218,32 @@ class Trainer:
             if self.bad_epochs >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
                 break
+        if main and (self.out / "potential.pt").is_file():
+            shift = self.refit_energy_shift(self.out / "potential.pt")
+            log(f"refitted the per-atom energy shift on the training set: {shift * 1e3:+.3f} meV/atom")
         if self.world_size > 1:
             torch.distributed.barrier()
         return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
                 "stop_reason": stop_reason, "elapsed_s": self.elapsed}
+
+    def refit_energy_shift(self, path: Path) -> float:
+        """Forces do not constrain a constant energy offset, and a force-weighted loss barely
+        does: fit the per-atom shift of the exported potential to the training energies by least
+        squares (mean of (E_ref - E_pred) / N) and save it again. Returns the change in eV/atom."""
+        from ase_so3.loading import load_potential
+        model = load_potential(path).to(device=self.device, dtype=self.dtype)
+        residual = []
+        for b in self.train_set.batches(self.cfg.val_batch_size, shuffle=False):
+            graph, target = self.train_set.collate(b, self.dtype, self.device)
+            with torch.no_grad():
+                energy = model(graph)[K.ENERGY]
+            residual.append(((target[K.ENERGY] - energy) / target["num_atoms"]).cpu())
+        delta = float(torch.cat(residual).mean())
+        model.shift += delta
+        meta = dict(model.metadata)
+        meta["energy_shift_refit_eV_per_atom"] = meta.get("energy_shift_refit_eV_per_atom", 0.0) + delta
+        model.save(path, metadata=meta)
+        return delta
 
     def _write_logs(self, row: dict) -> None:
         path = self.out / "metrics.csv"
