@@ -53,3 +53,23 @@ def test_scaling_benchmark_runs_tiny(capsys, tmp_path):
     data = json.loads(out.read_text())
     assert [r["lmax"] for r in data["rows"]] == [1, 2]
     assert all(r["tfn"]["seconds"] > 0 and r["escn"]["seconds"] > 0 for r in data["rows"])
+
+
+def test_md_ctrl_c_keeps_the_trajectory(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "md"
+    proc = subprocess.Popen([sys.executable, "-m", "ase_so3.cli", "md", "ethanol", "--untrained",
+                             "tfn", "--steps", "100000", "--output", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "trajectory.traj"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.stat().st_size < 20000):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted after" in stdout
+    frames = read(log, ":")
+    assert len(frames) > 5 and len(frames[-1]) == 9
+    assert (out / "log.csv").is_file() and (out / "energies.png").is_file()
