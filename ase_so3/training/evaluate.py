@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ase_so3 import keys as K
 from ase_so3.loading import load_potential
-from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.training.data import GraphSet
 from ase_so3.training.hdf5 import HDF5Dataset
 from ase_so3.training.trainer import evaluate_graph_set
@@ -42,39 +40,28 @@ def evaluate_potential(potential, data, split: str = "test", batch_size: int = 3
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        metrics["parity_plot"] = _parity_plot(model, graph_set, batch_size, torch_dtype, device,
-                                              out / "parity.png")
+        metrics["parity_plot"] = _parity_plot(metrics.pop("parity"), out / "parity.png")
     return metrics
 
 
-def _parity_plot(model, graph_set, batch_size, dtype, device, path: Path):
+def _parity_plot(parity: dict, path: Path):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    e_ref, e_pred, f_ref, f_pred = [], [], [], []
-    for b in graph_set.batches(batch_size, shuffle=False):
-        graph, target = graph_set.collate(b, dtype, device)
-        with torch.enable_grad():
-            pred = energy_forces_stress(model, graph, forces=True)
-        n = target["num_atoms"]
-        e_ref.append((target[K.ENERGY] / n).cpu().numpy())
-        e_pred.append((pred[K.ENERGY].detach() / n).cpu().numpy())
-        f_ref.append(target[K.FORCES].cpu().numpy().ravel())
-        f_pred.append(pred[K.FORCES].detach().cpu().numpy().ravel())
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, ref, prd, label in ((axes[0], e_ref, e_pred, "energy per atom (eV)"),
-                                (axes[1], f_ref, f_pred, "force component (eV/Å)")):
-        ref, prd = np.concatenate(ref), np.concatenate(prd)
+    for ax, (ref, prd), label, unit in (
+            (axes[0], parity["energy_per_atom"], "energy per atom (eV)", "meV/atom"),
+            (axes[1], parity["forces"], "force component (eV/Å)", "meV/Å")):
         ax.scatter(ref, prd, s=3, alpha=0.4)
         lo, hi = min(ref.min(), prd.min()), max(ref.max(), prd.max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"predicted {label}")
         mae = np.abs(ref - prd).mean()
-        ax.set_title(f"MAE {mae * 1e3:.2f} m{label.split('(')[1][:-1]}")
+        ax.set_title(f"MAE {mae * 1e3:.2f} {unit}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
