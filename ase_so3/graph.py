@@ -95,12 +95,16 @@ def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64,
 
 
 def collate_arrays(parts: Iterable[tuple], dtype: torch.dtype, device) -> Graph:
-    """Concatenate per-structure arrays ``(pos, numbers, cell, pbc, centre, neigh, shifts)``."""
+    """Concatenate per-structure arrays ``(pos, numbers, cell, pbc, centre, neigh, shifts)``.
+
+    Positions are centred per structure (in float64, before any cast): energies are translation
+    invariant, and centring keeps float32 edge vectors exact for structures far from the origin.
+    """
     pos_l, num_l, cell_l, pbc_l, batch_l, src_l, dst_l, sh_l, counts = [], [], [], [], [], [], [], [], [0]
     offset = 0
     for g, (pos, numbers, cell, pbc, centre, neigh, shifts) in enumerate(parts):
         n = len(pos)
-        pos_l.append(pos)
+        pos_l.append(pos - pos.mean(axis=0) if n else pos)
         num_l.append(numbers)
         cell_l.append(cell)
         pbc_l.append(pbc)

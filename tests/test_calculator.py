@@ -133,3 +133,14 @@ def test_close_atoms_warn(ethanol):
         warnings.simplefilter("always")
         ethanol.get_potential_energy()
     assert any("closer than min_distance" in str(x.message) for x in w)
+
+
+def test_float32_far_from_origin_matches_float64(ethanol):
+    model = make_model("escn")
+    far = ethanol.copy()
+    far.positions += 2.0e4
+    ref = ethanol.copy()
+    ref.calc = SO3Calculator(model, dtype="float64")
+    far.calc = SO3Calculator(model, dtype="float32")
+    assert abs(far.get_potential_energy() - ref.get_potential_energy()) < 1e-4
+    assert np.abs(far.get_forces() - ref.get_forces()).max() < 1e-4
