@@ -40,16 +40,19 @@ def test_symmetries_periodic(model_spec, small_cell, slab):
 
 
 def test_symmetry_check_detects_a_broken_model(ethanol):
-    """The invariance check fails for a model that reads absolute x coordinates."""
+    """The invariance check fails for a model that reads Cartesian x coordinates (batches hold
+    positions centred per structure, so such a model is still translation invariant, but it
+    breaks rotations and reflections)."""
     model = make_model("tfn")
     original = type(model).node_energies
 
     def broken(self, graph, species, vectors):
-        return original(self, graph, species, vectors) + 0.1 * graph["positions"][:, 0]
+        return original(self, graph, species, vectors) + 0.1 * graph["positions"][:, 0] ** 2
 
     model.node_energies = broken.__get__(model)
     errors = checks.symmetry_errors(model, ethanol, draws=2)
-    assert errors["energy_rotation"] > 1e-3 and errors["energy_translation"] > 1e-3
+    assert errors["energy_rotation"] > 1e-3 and errors["energy_reflection"] > 1e-3
+    assert errors["energy_translation"] < 1e-9
 
 
 def test_forces_and_stress_match_finite_differences(model_spec, ethanol, small_cell):
