@@ -28,11 +28,20 @@ class CheckRow:
 
 
 def default_structures(model) -> dict[str, Atoms]:
-    """Test structures built from the potential's own elements and cutoff."""
+    """Test structures built from the potential's own elements and cutoff. For a shipped
+    potential the molecule is the one it was trained on (dynamics far outside the training data
+    would test the data, not the implementation)."""
     z = list(model.species)
     rng = np.random.default_rng(0)
     mol_numbers = [z[k % len(z)] for k in range(6)]
     mol = Atoms(numbers=mol_numbers, positions=_spread(6, 1.3, rng))
+    name = getattr(model, "metadata", {}).get("pretrained_name")
+    if name:
+        from ase_so3.data import load_named_structure, named_structures
+        from ase_so3.pretrained import model_card
+        molecule = model_card(name).get("molecule")
+        if molecule in named_structures():
+            mol = load_named_structure(molecule)
     rc = model.cutoff
     a = 0.8 * rc  # every lattice vector shorter than twice the cutoff
     cell = np.array([[a, 0, 0], [0.15 * a, 0.95 * a, 0], [0.1 * a, 0.2 * a, 0.9 * a]])

@@ -53,3 +53,10 @@ def test_shipped_potential_conserves_energy_in_nve(name):
     res = checks.nve_drift(load_potential(name), atoms, steps=100, timestep_fs=0.5)
     assert abs(res["drift_eV_per_atom_per_ps"]) < 1e-2
     assert res["max_deviation_eV_per_atom"] < 5e-3
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_potential_passes_self_check(name):
+    from ase_so3.selfcheck import format_table, run_checks
+    rows = run_checks(load_potential(name), nve_steps=60)
+    assert all(r.passed for r in rows), format_table(rows)
