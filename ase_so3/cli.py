@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="physics self-check of a potential (exit 1 on failure)")
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
-    ck.add_argument("--nve-steps", type=int, default=100)
+    ck.add_argument("--nve-steps", type=int, default=200)
     bm = sub.add_parser("benchmark", help="benchmarks: scaling (eSCN vs TFN cost against lmax)")
     bm.add_argument("which", choices=["scaling"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")

@@ -85,7 +85,7 @@ def _push_apart(atoms: Atoms, dmin: float, iterations: int = 200) -> None:
 
 
 def run_checks(model, structures: dict[str, Atoms] | None = None,
-               nve_steps: int = 100) -> list[CheckRow]:
+               nve_steps: int = 200) -> list[CheckRow]:
     structures = structures or default_structures(model)
     rows: list[CheckRow] = []
     for name, atoms in structures.items():

@@ -58,5 +58,5 @@ def test_shipped_potential_conserves_energy_in_nve(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_potential_passes_self_check(name):
     from ase_so3.selfcheck import format_table, run_checks
-    rows = run_checks(load_potential(name), nve_steps=60)
+    rows = run_checks(load_potential(name))
     assert all(r.passed for r in rows), format_table(rows)
