@@ -51,6 +51,15 @@ def ethanol() -> Atoms:
 
 
 @pytest.fixture
+def chiral() -> Atoms:
+    """A molecule with no mirror symmetry: for achiral ones (like ASE's ethanol) a reflection is a
+    rotation, so reflection tests on them cannot fail."""
+    return Atoms(numbers=[6, 6, 8, 1, 1, 1], positions=[[0, 0, 0], [1.5, 0, 0], [1.9, 1.3, 0],
+                                                        [-0.4, 0.9, 0.5], [-0.3, -0.6, 0.8],
+                                                        [2.0, -0.4, -0.9]])
+
+
+@pytest.fixture
 def small_cell() -> Atoms:
     """Four atoms in a skewed periodic cell much smaller than twice the 4 Å test cutoff."""
     cell = np.array([[3.2, 0.0, 0.0], [0.6, 3.0, 0.0], [0.3, 0.5, 3.4]])

@@ -23,14 +23,16 @@ def test_every_registered_model_is_covered():
 
 
 @pytest.mark.parametrize("lmax", [1, 2, 3])
-def test_symmetries_molecule(model_spec, lmax, ethanol):
-    overrides = {"lmax": lmax}
+def test_symmetries_molecule(model_spec, lmax, chiral):
+    """Three layers on a chiral molecule: a pseudoscalar made by a parity-violating path reaches
+    the energy only after three TFN layers, and only a chiral structure can reveal it."""
+    overrides = {"lmax": lmax, "num_layers": 3}
     if MODEL_SPECS[model_spec][0] == "escn":
         overrides["mmax"] = min(2, lmax)
     model = make_model(model_spec, **overrides)
-    res = checks.evaluate(model, [ethanol])[0]
+    res = checks.evaluate(model, [chiral])[0]
     assert np.abs(res["forces"]).max() > 1e-2  # the check below is not trivial
-    _assert_small(checks.symmetry_errors(model, ethanol, draws=6, seed=lmax), TOL)
+    _assert_small(checks.symmetry_errors(model, chiral, draws=6, seed=lmax), TOL)
 
 
 def test_symmetries_periodic(model_spec, small_cell, slab):
