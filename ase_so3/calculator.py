@@ -19,12 +19,11 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ase_so3 import keys as K
 from ase_so3.graph import atoms_to_graph
 from ase_so3.loading import load_potential
 from ase_so3.neighbors import VerletNeighborList
 from ase_so3.potentials.base import Potential
-from ase_so3.potentials.forces import energy_forces_stress
+from ase_so3.potentials.forces import energy_forces_stress, split_by_structure
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
@@ -91,16 +90,7 @@ class SO3Calculator(Calculator):
         periodic = bool(np.all(atoms.pbc))
         with torch.enable_grad():
             out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
-        energy = float(out[K.ENERGY][0].detach().cpu())
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": out[K.NODE_ENERGY].detach().cpu().numpy().astype(np.float64),
-            "forces": out[K.FORCES].detach().cpu().numpy().astype(np.float64),
-        }
-        if periodic:
-            stress = out[K.STRESS][0].detach().cpu().numpy().astype(np.float64)
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        self.results = _ase_results(split_by_structure(out, graph)[0], periodic)
 
     def calculate_many(self, images, batch_size: int = 32) -> list[dict]:
         """Energies, per-atom energies, forces (and stress for 3-D periodic structures) of many
@@ -116,15 +106,15 @@ class SO3Calculator(Calculator):
             periodic = [bool(np.all(a.pbc)) for a in chunk]
             with torch.enable_grad():
                 res = energy_forces_stress(self.potential, graph, forces=True, stress=any(periodic))
-            ptr = graph[K.PTR].tolist()
-            energy = res[K.ENERGY].detach().cpu().numpy().astype(np.float64)
-            node = res[K.NODE_ENERGY].detach().cpu().numpy().astype(np.float64)
-            forces = res[K.FORCES].detach().cpu().numpy().astype(np.float64)
-            for g, a in enumerate(chunk):
-                r = {"energy": float(energy[g]), "free_energy": float(energy[g]),
-                     "energies": node[ptr[g]:ptr[g + 1]], "forces": forces[ptr[g]:ptr[g + 1]]}
-                if periodic[g]:
-                    s = res[K.STRESS][g].detach().cpu().numpy().astype(np.float64)
-                    r["stress"] = full_3x3_to_voigt_6_stress(s)
-                out.append(r)
+            out.extend(_ase_results(r, p) for r, p in zip(split_by_structure(res, graph), periodic))
         return out
+
+
+def _ase_results(r: dict, periodic: bool) -> dict:
+    """One structure's results in ASE's keys: free_energy added, stress in Voigt order for 3-D
+    periodic structures only."""
+    out = {"energy": r["energy"], "free_energy": r["energy"], "energies": r["energies"],
+           "forces": r["forces"]}
+    if periodic:
+        out["stress"] = full_3x3_to_voigt_6_stress(r["stress"])
+    return out

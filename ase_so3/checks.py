@@ -12,9 +12,8 @@ import copy
 import numpy as np
 import torch
 
-from ase_so3 import keys as K
 from ase_so3.graph import atoms_to_graph
-from ase_so3.potentials.forces import energy_forces_stress
+from ase_so3.potentials.forces import energy_forces_stress, split_by_structure
 from ase_so3.so3.wigner import random_rotation
 
 
@@ -34,15 +33,7 @@ def evaluate(model, atoms_list, stress: bool | None = None) -> list[dict[str, np
         stress = all(bool(np.all(a.pbc)) for a in atoms_list)
     with torch.enable_grad():
         out = energy_forces_stress(model, graph, forces=True, stress=stress)
-    ptr = graph[K.PTR].tolist()
-    res = []
-    for g in range(len(atoms_list)):
-        r = {"energy": float(out[K.ENERGY][g].detach()),
-             "forces": out[K.FORCES][ptr[g]:ptr[g + 1]].detach().cpu().numpy()}
-        if stress:
-            r["stress"] = out[K.STRESS][g].detach().cpu().numpy()
-        res.append(r)
-    return res
+    return split_by_structure(out, graph)
 
 
 def _transform(atoms, rot: np.ndarray, shift: np.ndarray, perm: np.ndarray):

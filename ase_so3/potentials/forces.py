@@ -54,3 +54,22 @@ def energy_forces_stress(model, graph: dict, forces: bool = True, stress: bool =
         result[K.VIRIAL] = -g
         result[K.STRESS] = g / volume[:, None, None]
     return result
+
+
+def split_by_structure(out: dict[str, torch.Tensor], graph: dict) -> list[dict]:
+    """Batched results -> one dict of float64 numpy values per structure: ``energy`` (float),
+    ``energies`` (per atom), ``forces`` and, when computed, ``stress`` (3x3)."""
+    ptr = graph[K.PTR].tolist()
+    energy = out[K.ENERGY].detach().cpu().double().numpy()
+    node = out[K.NODE_ENERGY].detach().cpu().double().numpy()
+    forces = out[K.FORCES].detach().cpu().double().numpy() if K.FORCES in out else None
+    stress = out[K.STRESS].detach().cpu().double().numpy() if K.STRESS in out else None
+    results = []
+    for g in range(len(ptr) - 1):
+        r = {"energy": float(energy[g]), "energies": node[ptr[g]:ptr[g + 1]]}
+        if forces is not None:
+            r["forces"] = forces[ptr[g]:ptr[g + 1]]
+        if stress is not None:
+            r["stress"] = stress[g]
+        results.append(r)
+    return results
