@@ -137,6 +137,16 @@ def _cmd_benchmark(args) -> int:
     if args.which == "scaling":
         from ase_so3.benchmark.scaling import main as scaling_main
         return scaling_main(args.rest)
+    if args.which == "run":
+        from ase_so3.benchmark.harness import main as harness_main
+        return harness_main(args.rest)
+    if args.which == "attention":
+        from ase_so3.benchmark.attention_study import main as study_main
+        return study_main(args.rest)
+    if args.which == "report":
+        from ase_so3.benchmark.report import write_report
+        print(write_report(args.rest[0] if args.rest else "benchmark_out"))
+        return 0
     raise ValueError(f"unknown benchmark {args.which!r}")
 
 
@@ -192,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
     ck.add_argument("--nve-steps", type=int, default=200)
-    bm = sub.add_parser("benchmark", help="benchmarks: scaling (eSCN vs TFN cost against lmax)")
-    bm.add_argument("which", choices=["scaling"])
+    bm = sub.add_parser("benchmark", help="benchmarks: run (ours vs MACE: accuracy, speed, "
+                        "stability), report (rebuild a report), scaling (eSCN vs TFN cost vs lmax), attention "
+                        "(SE(3)-attention invariants study)")
+    bm.add_argument("which", choices=["run", "report", "scaling", "attention"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 

@@ -51,3 +51,29 @@ def test_tfn_and_se3_transformer_share_the_convolution():
     assert isinstance(tfn.layers[0], TFNInteraction) and isinstance(se3.layers[0], SE3AttentionLayer)
     assert type(tfn.layers[0].conv) is type(se3.layers[0].conv) is TensorProductConv
     assert tfn.layers[0].conv.paths == se3.layers[0].conv.paths
+
+
+def test_degrees_0_1_3_leave_degree_2_exactly_zero_and_stay_equivariant(chiral):
+    from ase_so3 import keys as K
+    from ase_so3.checks import finite_difference_errors, symmetry_errors
+    from ase_so3.graph import edge_vectors
+    model = make_model("se3_transformer-r", degrees=(0, 3, 1), num_layers=3)
+    cfg = model.config
+    assert cfg.degrees == (0, 1, 3) and cfg.lmax == 3
+    assert all(p[0] != 2 and p[2] != 2 for p in model.layers[0].conv.paths)
+    assert any(p[1] == 2 for p in model.layers[0].conv.paths)  # degree-2 filters still used
+    graph = atoms_to_graph(chiral, model.cutoff)
+    species = model.species_index(graph[K.NUMBERS])
+    vectors = edge_vectors(graph)
+    r = torch.linalg.vector_norm(vectors, dim=-1)
+    bases = {k: b(r) for k, b in model.bases.items()}
+    filters = model.layers[0].conv.filters(model.sh(vectors))
+    x = model.embedding(species)
+    for layer in model.layers:
+        x, _ = layer(x, graph[K.EDGE_INDEX], bases, model.envelope(r), filters)
+        assert torch.count_nonzero(x[:, 4:9]) == 0  # l = 2 components
+        assert torch.count_nonzero(x[:, 9:16]) > 0  # l = 3 is used
+    errs = symmetry_errors(model, chiral, draws=3)
+    assert max(errs.values()) < 1e-10, errs
+    fd = finite_difference_errors(model, chiral)
+    assert fd["forces"] < 1e-6, fd

@@ -8,7 +8,9 @@ and source features x = x_j::
 
 i.e. the filter is ``F(r) = R(r) Y(r_hat)`` with one learned radial function per path and channel
 ("uvu" in e3nn terms; channels are then mixed by the self-interaction). Paths obey the triangle
-rule and, by default, the parity rule ``li + lf + lo`` even (see :mod:`ase_so3.keys`).
+rule and, by default, the parity rule ``li + lf + lo`` even (see :mod:`ase_so3.keys`). With
+``degrees`` (e.g. ``(0, 1, 3)``) only paths between those feature degrees exist, so features of
+the other degrees below ``lmax`` stay exactly zero.
 
 The geometric part ``T[e, path, mo, mi] = sum_mf C Y`` does not depend on channels or on the
 layer, so models compute it once per forward (:meth:`TensorProductConv.filters`) and every layer,
@@ -29,10 +31,13 @@ from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
 class TensorProductConv(nn.Module):
     """Weighted CG tensor product of edge source features with ``Y(r_hat)``."""
 
-    def __init__(self, lmax_in: int, lmax_out: int, lmax_filter: int, parity: bool = True):
+    def __init__(self, lmax_in: int, lmax_out: int, lmax_filter: int, parity: bool = True,
+                 degrees=None):
         super().__init__()
         self.lmax_in, self.lmax_out, self.lmax_filter = lmax_in, lmax_out, lmax_filter
         paths = tensor_product_paths(lmax_in, lmax_filter, lmax_out, parity=parity)
+        if degrees is not None:  # feature degrees in use: no path reads or writes the others
+            paths = [p for p in paths if p[0] in degrees and p[2] in degrees]
         by_pair: dict[tuple[int, int], list[int]] = defaultdict(list)
         for li, lf, lo in paths:
             by_pair[(li, lo)].append(lf)

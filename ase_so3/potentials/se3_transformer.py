@@ -14,7 +14,9 @@ Per layer, for centre i and neighbour j within the cutoff:
 
 ``distance_features`` sets the invariant input of the key and value radial networks: ``"r"``
 (Bessel basis of r), ``"inverse"`` (Gaussians in 1/r) or ``"mixed"`` (the first half of the heads
-use r, the second half 1/r), for the attention-invariants ablation.
+use r, the second half 1/r), for the attention-invariants ablation. ``degrees`` restricts the
+feature degrees (the ablation's note uses 0, 1 and 3): the layout keeps every degree up to
+``max(degrees)``, and the others stay exactly zero because no path reads or writes them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class SE3TransformerConfig(PotentialConfig):
     distance_features: str = "r"
     attention_envelope: bool = True
     lmax_filter: int | None = None  # None: 2 * lmax (all paths)
+    degrees: tuple[int, ...] | None = None  # feature degrees, e.g. (0, 1, 3); None: 0..lmax
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,6 +56,12 @@ class SE3TransformerConfig(PotentialConfig):
             raise ValueError("channels must be divisible by num_heads")
         if self.distance_features == "mixed" and self.num_heads % 2:
             raise ValueError("distance_features='mixed' needs an even number of heads")
+        if self.degrees is not None:
+            degrees = tuple(sorted({int(l) for l in self.degrees}))
+            if not degrees or degrees[0] != 0 or degrees[-1] < 0:
+                raise ValueError("degrees must include 0 (the energy is read from scalars)")
+            object.__setattr__(self, "degrees", degrees)
+            object.__setattr__(self, "lmax", degrees[-1])  # the layout holds 0..max(degrees)
         if self.lmax > 6:
             raise ValueError("SE3Transformer supports lmax up to 6")
         if self.lmax_filter is None:
@@ -112,14 +121,15 @@ class SE3AttentionLayer(nn.Module):
         c = cfg.channels
         self.heads = cfg.num_heads
         self.use_envelope = cfg.attention_envelope
-        self.conv = TensorProductConv(cfg.lmax, cfg.lmax, cfg.lmax_filter)
+        self.conv = TensorProductConv(cfg.lmax, cfg.lmax, cfg.lmax_filter, degrees=cfg.degrees)
         self.query = DegreeLinear(cfg.lmax, c, c, bias=False)
         self.key_radial = HeadRadialWeights(cfg, self.conv.num_paths)
         self.value_radial = HeadRadialWeights(cfg, self.conv.num_paths)
         self.self_interaction = DegreeLinear(cfg.lmax, c, c)
         self.act = NormActivation(cfg.lmax, c)
         self.norm = EquivariantLayerNorm(cfg.lmax, c)
-        self.scale = 1.0 / ((cfg.lmax + 1) ** 2 * c // cfg.num_heads) ** 0.5
+        degrees = cfg.degrees if cfg.degrees is not None else range(cfg.lmax + 1)
+        self.scale = 1.0 / (sum(2 * l + 1 for l in degrees) * c // cfg.num_heads) ** 0.5
 
     def forward(self, x, edge_index, bases, envelope, filters):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]

@@ -1,0 +1,37 @@
+"""How the harness names and builds calculators: ``{"kind": "ours", "path": ...}`` for an ase_so3
+potential (file or shipped name) and ``{"kind": "mace", "path": ...}`` for a MACE model file, so
+that a worker process can rebuild the same calculator from a JSON line."""
+
+from __future__ import annotations
+
+
+def make_calculator(spec: dict, device: str = "cpu", dtype: str = "float64"):
+    if spec["kind"] == "ours":
+        from ase_so3.calculator import SO3Calculator
+        return SO3Calculator(spec["path"], device=device, dtype=dtype)
+    if spec["kind"] == "mace":
+        from ase_so3.benchmark.mace_backend import mace_calculator
+        return mace_calculator(spec["path"], device=device, dtype=dtype)
+    raise ValueError(f"unknown model kind {spec['kind']!r}")
+
+
+def num_parameters(calc) -> int:
+    if hasattr(calc, "potential"):
+        return calc.potential.num_parameters()
+    from ase_so3.benchmark.mace_backend import mace_num_parameters
+    return mace_num_parameters(calc)
+
+
+def predict(calc, images, batch_size: int = 16) -> list[dict]:
+    """Energy (eV) and forces (eV/Å) of each structure: batched for ase_so3, one by one through
+    ASE otherwise."""
+    if hasattr(calc, "calculate_many"):
+        return [{"energy": r["energy"], "forces": r["forces"]}
+                for r in calc.calculate_many(images, batch_size=batch_size)]
+    out = []
+    for atoms in images:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        out.append({"energy": float(atoms.get_potential_energy()),
+                    "forces": atoms.get_forces().copy()})
+    return out

@@ -1,0 +1,121 @@
+"""The benchmark harness: its parts on their own, and end to end against MACE on a tiny slice."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import Calculator, all_changes
+
+from ase_so3.benchmark.stability import bonds_of, run_stability, summarize
+from ase_so3.benchmark.systems import box_sizes, molecular_box, molecule
+from ase_so3.neighbors import neighbor_list
+from tests.conftest import SHARED
+
+RMD17 = SHARED / "rmd17"
+
+
+def test_molecular_box_has_no_clashes_and_the_requested_size():
+    n = len(molecule("ethanol"))
+    atoms = molecular_box("ethanol", 3, seed=1)
+    assert len(atoms) == 27 * n and atoms.pbc.all()
+    i, j, s, d = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 1.0)
+    assert np.all(i // n == j // n) and not np.any(s)  # only bonds inside a molecule
+    assert box_sizes("aspirin", (100, 1000, 10000)) == [2, 4, 8]
+
+
+class _Exploding(Calculator):
+    """Pushes every atom away from the centre: bonds must break."""
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        r = self.atoms.positions - self.atoms.positions.mean(0)
+        self.results = {"energy": -5.0 * float((r * r).sum()), "forces": 10.0 * r}
+
+
+class _Harmonic(Calculator):
+    """Springs on the starting bonds: stable."""
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, atoms0):
+        super().__init__()
+        self.bonds, self.b0 = bonds_of(atoms0)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        p = self.atoms.positions
+        v = p[self.bonds[:, 1]] - p[self.bonds[:, 0]]
+        d = np.linalg.norm(v, axis=1)
+        g = 20.0 * (d - self.b0)  # dE/dd for E = 10 (d - b0)^2
+        f = np.zeros_like(p)
+        np.add.at(f, self.bonds[:, 0], (g / d)[:, None] * v)
+        np.add.at(f, self.bonds[:, 1], -(g / d)[:, None] * v)
+        self.results = {"energy": float((10.0 * (d - self.b0) ** 2).sum()), "forces": f}
+
+
+def test_stability_detects_a_breaking_simulation_and_passes_a_stable_one():
+    atoms = molecule("ethanol")
+    broken = run_stability(_Exploding(), atoms, max_ps=0.2)
+    assert broken["broke"] and "bond" in broken["reason"] and broken["stable_ps"] < 0.2
+    stable = run_stability(_Harmonic(atoms), atoms, max_ps=0.05)
+    assert not stable["broke"] and stable["stable_ps"] == pytest.approx(0.05)
+    s = summarize([broken, stable])
+    assert s["broke_fraction"] == 0.5 and s["runs"] == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mace") is None,
+                    reason="mace-torch (the `mace` extra) is not installed")
+@pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")
+def test_harness_end_to_end_with_mace(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "ase_so3.cli", "benchmark", "run", "--molecules", "ethanol",
+           "--ours", "train", "--budget-minutes", "5", "--max-epochs", "1",
+           "--our-config", "channels=4", "num_layers=1", "lmax=1",
+           "--mace-setting", "num_channels=4", "max_L=0", "num_interactions=1",
+           "--data-dir", str(RMD17), "--train", "20", "--val", "5", "--test-limit", "8",
+           "--box-atoms", "9", "--stability-runs", "1", "--stability-ps", "0.005",
+           "--speed-seconds", "0.2", "--output", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    mol = res["molecules"]["ethanol"]
+    models = ["tfn", "se3_transformer", "escn", "mace"]
+    # MACE really ran: its own trainer wrote a log with epochs and a model file, which loads
+    # into MACE's calculator and predicts something different from ours
+    mace = mol["models"]["mace"]
+    log = open(mace["log"]).read()
+    assert "Epoch 0" in log and "mace_run_train" in mace["command"]
+    assert mace["epochs"] == 1 and (out / "runs" / "ethanol" / "mace" / "mace.model").is_file()
+    assert res["environment"]["mace"]
+    acc = mol["accuracy"]
+    assert set(acc) == set(models) and acc["mace"]["parameters"] > 0
+    for m in models:
+        assert acc[m]["test_structures"] == 8
+        assert 0 < acc[m]["forces_mae_meV_per_A"] < 1e5
+    mace_parity = np.load(out / acc["mace"]["parity"])
+    escn_parity = np.load(out / acc["escn"]["parity"])
+    assert np.array_equal(mace_parity["f_ref"], escn_parity["f_ref"])  # the same test set
+    assert not np.allclose(mace_parity["f_pred"], escn_parity["f_pred"])
+    for system in ("molecule", "box1"):
+        for m in models:
+            row = mol["speed"][system][m]
+            assert "error" not in row, row
+            assert row["latency_ms"] > 0 and row["peak_rss_mb"] > 0
+    assert mol["speed"]["box1"]["mace"]["atoms"] == 9
+    for m in models:
+        assert mol["stability"][m]["summary"]["runs"] == 1
+    report = (out / "report.md").read_text()
+    for heading in ("## ethanol", "### Accuracy", "### Speed", "### Stability", "MACE"):
+        assert heading in report
+    assert "eSCN/MACE" in report and (out / "latency_ethanol.png").is_file()
+    assert (out / "parity_ethanol.png").is_file() and (out / "stability.png").is_file()
+    # resume: finished units are kept, nothing is trained again
+    before = mace["train_seconds"]
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((out / "results.json").read_text())["molecules"]["ethanol"]
+    assert again["models"]["mace"]["train_seconds"] == before
+    assert "training" not in proc.stdout
