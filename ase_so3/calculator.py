@@ -59,12 +59,16 @@ class SO3Calculator(Calculator):
         this (Å); ``None`` disables the check. Atoms at the same position always raise.
     skin: Verlet skin (Å) of the neighbour list kept between calls: it is rebuilt only when an
         atom moved more than ``skin / 2`` or the cell changed; ``0`` rebuilds every call.
+    max_atoms_per_chunk: bound memory on large structures: evaluate them in spatial chunks of at
+        most this many atoms, each with its halo of neighbours (:mod:`ase_so3.potentials.chunked`;
+        same results to round-off). Peak memory then follows the chunk size, not the structure
+        size. ``None`` (default) evaluates every structure in one pass.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, device="cpu", dtype="float64", min_distance: float | None = 0.5,
-                 skin: float = 0.5, **kwargs):
+                 skin: float = 0.5, max_atoms_per_chunk: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, (str, Path)):
             model = load_potential(potential)
@@ -80,17 +84,33 @@ class SO3Calculator(Calculator):
         for p in self.potential.parameters():
             p.requires_grad_(False)
         self.neighbors = VerletNeighborList(self.potential.cutoff, skin)
+        if max_atoms_per_chunk is not None and max_atoms_per_chunk < 1:
+            raise ValueError("max_atoms_per_chunk must be a positive number of atoms (or None)")
+        self.max_atoms_per_chunk = max_atoms_per_chunk
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.potential.check_species(atoms.numbers)
+        if self.max_atoms_per_chunk is not None and len(atoms) > self.max_atoms_per_chunk:
+            self._calculate_chunked(atoms)
+            return
         graph = atoms_to_graph(atoms, self.potential.cutoff, dtype=self.dtype, device=self.device,
                                min_distance=self.min_distance, pair_list=self.neighbors)
         periodic = bool(np.all(atoms.pbc))
         with torch.enable_grad():
             out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
         self.results = _ase_results(split_by_structure(out, graph)[0], periodic)
+
+    def _calculate_chunked(self, atoms) -> None:
+        from ase_so3.graph import structure_arrays
+        from ase_so3.potentials.chunked import energy_forces_stress_chunked
+        pos, numbers, cell, pbc, centre, neigh, shifts = structure_arrays(
+            atoms, self.potential.cutoff, self.min_distance, self.neighbors)
+        periodic = bool(np.all(pbc))
+        r = energy_forces_stress_chunked(self.potential, pos, numbers, cell, (centre, neigh, shifts),
+                                         self.max_atoms_per_chunk, periodic, self.dtype, self.device)
+        self.results = _ase_results(r, periodic)
 
     def calculate_many(self, images, batch_size: int = 32) -> list[dict]:
         """Energies, per-atom energies, forces (and stress for 3-D periodic structures) of many

@@ -49,7 +49,9 @@ def validate_atoms(atoms) -> None:
             "give three linearly independent cell vectors")
 
 
-def _structure_arrays(atoms, cutoff: float, min_distance: float | None, pair_list=None):
+def structure_arrays(atoms, cutoff: float, min_distance: float | None, pair_list=None):
+    """Validated ``(positions, numbers, cell, pbc, centre, neighbour, unit_shifts)`` of one
+    structure with its neighbour list (``pair_list`` as in :func:`atoms_to_graph`)."""
     validate_atoms(atoms)
     pos = atoms.get_positions()
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
@@ -90,7 +92,7 @@ def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64,
         raise ValueError("atoms_to_graph needs at least one structure")
     if pair_list is not None and len(structures) != 1:
         raise ValueError("a reusable pair list serves one structure at a time")
-    parts = [_structure_arrays(a, cutoff, min_distance, pair_list) for a in structures]
+    parts = [structure_arrays(a, cutoff, min_distance, pair_list) for a in structures]
     return collate_arrays(parts, dtype=dtype, device=device)
 
 

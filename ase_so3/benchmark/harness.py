@@ -26,11 +26,18 @@ SHIPPED_MODEL_CONFIG = {"lmax": 2, "channels": 32, "num_layers": 2, "cutoff": 5.
 
 
 class Results:
-    """``results.json``: nested dict saved atomically after every finished unit."""
+    """``results.json``: nested dict saved atomically after every finished unit. Each save re-reads
+    the file under a lock and merges, so several harness processes (e.g. one per molecule) can
+    share one output folder."""
 
     def __init__(self, path: Path, resume: bool):
         self.path = path
-        self.data = json.loads(path.read_text()) if resume and path.is_file() else {}
+        if not resume and path.is_file():
+            path.unlink()
+        self.data = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def get(self, *keys):
         d = self.data
@@ -41,12 +48,16 @@ class Results:
         return d
 
     def put(self, value, *keys) -> None:
-        d = self.data
-        for k in keys[:-1]:
-            d = d.setdefault(k, {})
-        d[keys[-1]] = value
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=1, default=float))
+        import fcntl
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.data = self._read()
+            d = self.data
+            for k in keys[:-1]:
+                d = d.setdefault(k, {})
+            d[keys[-1]] = value
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(self.data, indent=1, default=float))
 
 
 def environment(threads: int) -> dict:
