@@ -32,8 +32,9 @@ def test_so2_convolution_reproduces_tensor_product(lmax):
     norms = {lo: n ** 0.5 for lo, n in Counter(lo for _, _, lo in conv.paths).items()}
     weights = so2.tfn_weights_to_so2(w, conv.paths, lmax, norms)
     blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
-    x_rot = so2.rotate_to_edge_frame(x, blocks, lmax)
-    out = so2.rotate_from_edge_frame(so2.so2_linear(x_rot, weights, lmax, lmax), blocks, lmax)
+    frame = so2.edge_frame_matrix(blocks, lmax, lmax)
+    x_rot = so2.rotate_to_edge_frame(x, frame)
+    out = so2.rotate_from_edge_frame(so2.so2_linear(x_rot, weights, lmax, lmax), frame)
     assert reference.abs().max() > 0.1
     assert (out - reference).abs().max() < 1e-10
 
@@ -45,9 +46,13 @@ def test_truncation_mmax_changes_result():
     vec = torch.randn(5, 3, generator=gen, dtype=torch.float64)
     x = torch.randn(5, 16, 2, generator=gen, dtype=torch.float64)
     blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
-    full = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, blocks, lmax), blocks, lmax)
+    frame = so2.edge_frame_matrix(blocks, lmax, lmax)
+    assert frame.shape == (5, 16, 16)
+    full = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, frame), frame)
     assert (full - x).abs().max() < 1e-12  # rotation round trip with all orders
-    cut = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, blocks, 1), blocks, 1)
+    cut_frame = so2.edge_frame_matrix(blocks, lmax, 1)
+    assert cut_frame.shape == (5, 4 + 2 * 3, 16)  # m = 0 rows, then +-1 rows for l = 1..3
+    cut = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, cut_frame), cut_frame)
     assert (cut - x).abs().max() > 1e-3
 
 

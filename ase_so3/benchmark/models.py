@@ -1,5 +1,6 @@
 """How the harness names and builds calculators: ``{"kind": "ours", "path": ...}`` for an ase_so3
-potential (file or shipped name) and ``{"kind": "mace", "path": ...}`` for a MACE model file, so
+potential (file or shipped name) and ``{"kind": "mace", "path": ...}`` for a MACE model file (``"options"``: extra calculator
+keyword arguments, e.g. ``{"max_atoms_per_chunk": 3000}`` or ``{"compile": true}``), so
 that a worker process can rebuild the same calculator from a JSON line."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 def make_calculator(spec: dict, device: str = "cpu", dtype: str = "float64"):
     if spec["kind"] == "ours":
         from ase_so3.calculator import SO3Calculator
-        return SO3Calculator(spec["path"], device=device, dtype=dtype)
+        return SO3Calculator(spec["path"], device=device, dtype=dtype, **spec.get("options", {}))
     if spec["kind"] == "mace":
         from ase_so3.benchmark.mace_backend import mace_calculator
         return mace_calculator(spec["path"], device=device, dtype=dtype)

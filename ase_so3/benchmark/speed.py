@@ -28,7 +28,9 @@ def build_system(system: dict):
 
 
 def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
-            device: str = "cpu", min_seconds: float = 3.0) -> dict:
+            device: str = "cpu", min_seconds: float = 3.0, single: bool = False) -> dict:
+    """Latency, MD throughput and peak memory; ``single``: only one energy+forces call (for
+    structures too large to time repeatedly)."""
     import numpy as np
     import torch
     from ase import units
@@ -47,6 +49,10 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
     atoms.get_forces()  # first call: warm-up (and compilation where it applies)
     sync()
     first = time.perf_counter() - start
+    if single:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"atoms": len(atoms), "first_call_ms": first * 1e3, "rss_before_mb": rss_before,
+                "peak_rss_mb": peak, "peak_increase_mb": peak - rss_before}
     times = []
     while len(times) < 3 or (sum(times) < min_seconds and len(times) < 50):
         atoms.positions = atoms.positions + rng.normal(0, 1e-3, size=atoms.positions.shape)
@@ -75,10 +81,11 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
 
 
 def run_worker(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
-               device: str = "cpu", min_seconds: float = 3.0, timeout: float = 1800) -> dict:
+               device: str = "cpu", min_seconds: float = 3.0, timeout: float = 1800,
+               single: bool = False) -> dict:
     """:func:`measure` in a fresh process; failures come back as ``{"error": ...}``."""
     cmd = [sys.executable, "-m", "ase_so3.benchmark.speed", json.dumps(model), json.dumps(system),
-           str(threads), dtype, device, str(min_seconds)]
+           str(threads), dtype, device, str(min_seconds), "single" if single else "repeat"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -97,4 +104,5 @@ if __name__ == "__main__":
                              threads=int(args[2]) if len(args) > 2 else 1,
                              dtype=args[3] if len(args) > 3 else "float32",
                              device=args[4] if len(args) > 4 else "cpu",
-                             min_seconds=float(args[5]) if len(args) > 5 else 3.0)))
+                             min_seconds=float(args[5]) if len(args) > 5 else 3.0,
+                             single=len(args) > 6 and args[6] == "single")))

@@ -140,10 +140,21 @@ class Potential(nn.Module):
     def forward(self, graph: dict) -> dict[str, torch.Tensor]:
         species = self.species_index(graph[K.NUMBERS])
         vectors = edge_vectors(graph)
-        out = self.node_energies(graph, species, vectors)
+        out = self._node_energy_fn(graph, species, vectors)
         node_energy = self.scale * out + self.shift + self.atomic_energies[species]
         energy = scatter_sum(node_energy, graph[K.BATCH], num_graphs(graph))
         return {K.ENERGY: energy, K.NODE_ENERGY: node_energy}
+
+    @property
+    def _node_energy_fn(self):
+        return self.__dict__.get("_compiled_node_energies") or self.node_energies
+
+    def compile(self, mode: str | None = None) -> "Potential":
+        """Run the model body (:meth:`node_energies`) through ``torch.compile`` with dynamic
+        shapes from now on; species lookup, energy assembly and autograd stay eager."""
+        self.__dict__["_compiled_node_energies"] = torch.compile(self.node_energies, dynamic=True,
+                                                                 mode=mode)
+        return self
 
     def _finish_init(self) -> None:
         """Called at the end of subclass constructors: all parameters and buffers in float64."""

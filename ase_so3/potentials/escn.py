@@ -57,8 +57,8 @@ class SO2Convolution(nn.Module):
         self.radial = RadialWeights(num_basis, hidden, (sum(self.splits),))
         self.c_in = c_in
 
-    def forward(self, x_rot: list[torch.Tensor], basis: torch.Tensor,
-                envelope: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x_rot: torch.Tensor, basis: torch.Tensor,
+                envelope: torch.Tensor) -> torch.Tensor:
         rad = torch.split(self.radial(basis, envelope), self.splits, dim=1)  # per m: [E, n*c_in]
         return so2.so2_linear(x_rot, list(self.weights), self.lmax, self.mmax, input_scale=list(rad))
 
@@ -72,11 +72,11 @@ class ESCNInteraction(MessagePassingLayer):
         self.lmax, self.mmax = cfg.lmax, cfg.mmax
         self.conv = SO2Convolution(cfg.lmax, cfg.mmax, c, c, cfg.num_radial, cfg.radial_hidden)
 
-    def forward(self, x, edge_index, basis, envelope, blocks):
+    def forward(self, x, edge_index, basis, envelope, frame):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
-        x_rot = so2.rotate_to_edge_frame(x[src], blocks, self.mmax)  # per l: [E, rows_l, C]
+        x_rot = so2.rotate_to_edge_frame(x[src], frame)  # [E, K, C], m-major rows
         y_rot = self.conv(x_rot, basis, envelope)
-        msg = so2.rotate_from_edge_frame(y_rot, blocks, self.mmax)  # [E, (lmax+1)^2, C]
+        msg = so2.rotate_from_edge_frame(y_rot, frame)  # [E, (lmax+1)^2, C]
         return self.update(x, msg, dst)
 
 
@@ -102,7 +102,8 @@ class ESCN(Potential):
         r = torch.linalg.vector_norm(vectors, dim=-1)
         basis, envelope = self.basis(r), self.envelope(r)
         blocks = self.wigner.blocks(edge_rotation(vectors))  # per l: [E, 2l+1, 2l+1]
+        frame = so2.edge_frame_matrix(blocks, self.config.lmax, self.config.mmax)  # [E, K, D]
         x = self.embedding(species)
         for layer in self.layers:
-            x = layer(x, graph[K.EDGE_INDEX], basis, envelope, blocks)
+            x = layer(x, graph[K.EDGE_INDEX], basis, envelope, frame)
         return self.readout(x)

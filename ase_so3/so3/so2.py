@@ -24,63 +24,60 @@ import torch
 from ase_so3.so3.clebsch_gordan import clebsch_gordan
 
 
-def m_major_index(lmax: int, mmax: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """For each ``m = 0..mmax``: (indices of ``(l, +m)``, indices of ``(l, -m)``) on the (l, m)
-    axis for ``l = m..lmax``. For ``m = 0`` both are the ``(l, 0)`` indices."""
-    out = []
-    for m in range(mmax + 1):
-        plus = torch.tensor([l * l + l + m for l in range(m, lmax + 1)], dtype=torch.long)
-        minus = torch.tensor([l * l + l - m for l in range(m, lmax + 1)], dtype=torch.long)
-        out.append((plus, minus))
-    return out
+def m_major_rows(lmax: int, mmax: int) -> list[int]:
+    """The (l, m) indices kept in the edge frame, in m-major order: ``(l, 0)`` for l = 0..lmax,
+    then for each m = 1..mmax the ``(l, +m)`` for l = m..lmax followed by the ``(l, -m)``."""
+    rows = [l * l + l for l in range(lmax + 1)]
+    for m in range(1, mmax + 1):
+        rows += [l * l + l + m for l in range(m, lmax + 1)]
+        rows += [l * l + l - m for l in range(m, lmax + 1)]
+    return rows
 
 
-def rotate_to_edge_frame(x: torch.Tensor, blocks: list[torch.Tensor], mmax: int) -> list[torch.Tensor]:
-    """Per degree ``l``: ``D^l x_l`` keeping only rows ``|m| <= mmax``: ``[E, rows_l, C]``."""
-    out = []
-    for l, d in enumerate(blocks):
-        k = min(l, mmax)
-        out.append(d[:, l - k:l + k + 1] @ x[:, l * l:(l + 1) ** 2])
-    return out
+def edge_frame_matrix(blocks: list[torch.Tensor], lmax: int, mmax: int) -> torch.Tensor:
+    """Per-edge rotation into the edge frame as one matrix ``[E, K, (lmax+1)^2]``: the
+    block-diagonal Wigner-D (blocks ``D^l`` ``[E, 2l+1, 2l+1]``) restricted to the rows of
+    :func:`m_major_rows`. One batched product with it replaces one per degree (several times
+    faster on CPU, where small batched products are dominated by per-call overhead)."""
+    from ase_so3.so3.wigner import block_diagonal
+    full = block_diagonal(blocks[:lmax + 1])
+    rows = torch.tensor(m_major_rows(lmax, mmax), dtype=torch.long, device=full.device)
+    return full[:, rows]
 
 
-def rotate_from_edge_frame(y: list[torch.Tensor], blocks: list[torch.Tensor], mmax: int) -> torch.Tensor:
-    """Inverse of :func:`rotate_to_edge_frame`: ``D^{l T}`` on the kept rows -> ``[E, D, C]``."""
-    out = []
-    for l, (d, yl) in enumerate(zip(blocks, y)):
-        k = min(l, mmax)
-        out.append(d[:, l - k:l + k + 1].transpose(1, 2) @ yl)
-    return torch.cat(out, dim=1)
+def rotate_to_edge_frame(x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """``[E, (lmax+1)^2, C]`` -> edge-frame features ``[E, K, C]`` (rows of :func:`m_major_rows`)."""
+    return frame @ x
 
 
-def so2_linear(x_rot: list[torch.Tensor], weights: list[torch.Tensor], lmax: int,
-               mmax: int, input_scale: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Apply ``W_m`` to the edge-frame features.
+def rotate_from_edge_frame(y: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rotate_to_edge_frame` on the kept rows: ``[E, K, C]`` -> ``[E, D, C]``."""
+    return frame.transpose(1, 2) @ y
 
-    ``x_rot``: output of :func:`rotate_to_edge_frame` (``c_in`` channels). ``weights[m]``:
-    ``[n_m * c_in, n_m * c_out]`` shared by all edges, or ``[E, n_m * c_in, n_m * c_out]`` per
-    edge, where ``n_m = lmax - m + 1`` and the flattened index is ``(l - m) * c + channel``.
-    ``input_scale[m]`` (optional, ``[E, n_m * c_in]``) multiplies the inputs first: the same as
-    per-edge weights ``diag(scale) W_m`` without materialising them.
-    Returns the edge-frame outputs in the same per-degree layout.
+
+def so2_linear(x_rot: torch.Tensor, weights: list[torch.Tensor], lmax: int, mmax: int,
+               input_scale: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply ``W_m`` to the edge-frame features ``[E, K, c_in]`` (m-major rows).
+
+    ``weights[m]``: ``[n_m * c_in, n_m * c_out]`` shared by all edges, or
+    ``[E, n_m * c_in, n_m * c_out]`` per edge, where ``n_m = lmax - m + 1`` and the flattened
+    index is ``(l - m) * c + channel``. ``input_scale[m]`` (optional, ``[E, n_m * c_in]``)
+    multiplies the inputs first: the same as per-edge weights ``diag(scale) W_m`` without
+    materialising them. The same ``W_m`` acts on the ``+m`` and the ``-m`` rows. Returns
+    ``[E, K, c_out]`` in the same row order.
     """
-    e, c_in = x_rot[0].shape[0], x_rot[0].shape[-1]
+    e, _, c_in = x_rot.shape
     c_out = weights[0].shape[-1] // (lmax + 1)
-    out_parts: list[list[torch.Tensor]] = [[None] * (2 * min(l, mmax) + 1) for l in range(lmax + 1)]
+    out, start = [], 0
     for m in range(mmax + 1):
         n = lmax - m + 1
-        rows = []  # per sign: [E, n * c_in]
-        for sign in ((1,) if m == 0 else (1, -1)):
-            rows.append(torch.stack([x_rot[l][:, min(l, mmax) + sign * m] for l in range(m, lmax + 1)],
-                                    dim=1).reshape(e, n * c_in))
-        xm = torch.stack(rows, dim=1)  # [E, 1 or 2, n * c_in]
+        signs = 1 if m == 0 else 2
+        xm = x_rot[:, start:start + signs * n].reshape(e, signs, n * c_in)
         if input_scale is not None:
             xm = xm * input_scale[m][:, None, :]
-        ym = (xm @ weights[m]).reshape(e, len(rows), n, c_out)
-        for s, sign in enumerate((1,) if m == 0 else (1, -1)):
-            for k, l in enumerate(range(m, lmax + 1)):
-                out_parts[l][min(l, mmax) + sign * m] = ym[:, s, k]
-    return [torch.stack(parts, dim=1) for parts in out_parts]
+        out.append((xm @ weights[m]).reshape(e, signs * n, c_out))
+        start += signs * n
+    return torch.cat(out, dim=1)
 
 
 def tfn_weights_to_so2(path_weights: torch.Tensor, paths: list[tuple[int, int, int]], lmax: int,
