@@ -196,14 +196,17 @@ def speed(args, molecule: str, models: dict, res: Results, log) -> None:
 
     from ase_so3.benchmark.speed import run_worker
     from ase_so3.benchmark.systems import box_sizes
+    from ase_so3.benchmark.systems import molecule as molecule_atoms
     systems = [("molecule", {"molecule": molecule})]
     systems += [(f"box{k}", {"molecule": molecule, "copies": k})
                 for k in box_sizes(molecule, args.box_atoms)]
     todo = [(name, system, m) for name, system in systems for m in models
             if res.get("molecules", molecule, "speed", name, m) is None]
     for name, system, m in tqdm(todo, desc=f"{molecule} speed", disable=not args.progress):
+        big = system.get("copies", 0) ** 3 * len(molecule_atoms(molecule)) > args.big_atoms
         r = run_worker(models[m]["spec"], system, threads=args.threads, dtype=args.speed_dtype,
-                       device=args.device, min_seconds=args.speed_seconds)
+                       device=args.device, min_seconds=args.speed_seconds,
+                       min_samples=1 if big else 3)
         log(f"{molecule} {name} {m}: " + (r.get("error") or
                                           f"{r['atoms']} atoms, {r['latency_ms']:.1f} ms"))
         res.put(r, "molecules", molecule, "speed", name, m)
@@ -264,6 +267,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--stability-temperature", type=float, default=500.0)
     p.add_argument("--speed-seconds", type=float, default=3.0,
                    help="time each latency and MD measurement for at least this long")
+    p.add_argument("--big-atoms", type=int, default=3000,
+                   help="above this many atoms time one call and one MD step (after a warm-up)")
     p.add_argument("--speed-dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)

@@ -28,9 +28,10 @@ def build_system(system: dict):
 
 
 def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
-            device: str = "cpu", min_seconds: float = 3.0, single: bool = False) -> dict:
-    """Latency, MD throughput and peak memory; ``single``: only one energy+forces call (for
-    structures too large to time repeatedly)."""
+            device: str = "cpu", min_seconds: float = 3.0, single: bool = False,
+            min_samples: int = 3) -> dict:
+    """Latency, MD throughput and peak memory. At least ``min_samples`` timed calls and MD steps
+    (more until ``min_seconds``); ``single``: only one energy+forces call, no MD."""
     import numpy as np
     import torch
     from ase import units
@@ -54,7 +55,7 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
         return {"atoms": len(atoms), "first_call_ms": first * 1e3, "rss_before_mb": rss_before,
                 "peak_rss_mb": peak, "peak_increase_mb": peak - rss_before}
     times = []
-    while len(times) < 3 or (sum(times) < min_seconds and len(times) < 50):
+    while len(times) < min_samples or (sum(times) < min_seconds and len(times) < 50):
         atoms.positions = atoms.positions + rng.normal(0, 1e-3, size=atoms.positions.shape)
         start = time.perf_counter()
         atoms.get_forces()
@@ -63,7 +64,7 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
     latency = statistics.median(times)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
-    steps = max(3, min(200, int(min_seconds / max(latency, 1e-6))))
+    steps = max(min_samples, min(200, int(min_seconds / max(latency, 1e-6))))
     start = time.perf_counter()
     dyn.run(steps)
     sync()
@@ -82,10 +83,10 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
 
 def run_worker(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
                device: str = "cpu", min_seconds: float = 3.0, timeout: float = 1800,
-               single: bool = False) -> dict:
+               single: bool = False, min_samples: int = 3) -> dict:
     """:func:`measure` in a fresh process; failures come back as ``{"error": ...}``."""
     cmd = [sys.executable, "-m", "ase_so3.benchmark.speed", json.dumps(model), json.dumps(system),
-           str(threads), dtype, device, str(min_seconds), "single" if single else "repeat"]
+           str(threads), dtype, device, str(min_seconds), "single" if single else "repeat", str(min_samples)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -105,4 +106,5 @@ if __name__ == "__main__":
                              dtype=args[3] if len(args) > 3 else "float32",
                              device=args[4] if len(args) > 4 else "cpu",
                              min_seconds=float(args[5]) if len(args) > 5 else 3.0,
-                             single=len(args) > 6 and args[6] == "single")))
+                             single=len(args) > 6 and args[6] == "single",
+                             min_samples=int(args[7]) if len(args) > 7 else 3)))
