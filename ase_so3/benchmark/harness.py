@@ -105,8 +105,12 @@ def train_ours(args, model: str, h5: Path, work: Path, log) -> dict:
                       threads=args.threads, seed=args.seed, progress=False)
     result = Trainer(cfg).fit(resume=args.resume and (work / "checkpoint_last.pt").is_file(),
                              log=lambda m: log(f"  {model}: {m}"))
+    with open(work / "metrics.csv") as f:
+        import csv
+        sps = float(np.median([float(r["structures_per_s"]) for r in csv.DictReader(f)]))
     return {"path": str(work / "potential.pt"), "source": "trained by the harness",
             "epochs": result["epochs"], "train_seconds": result["elapsed_s"],
+            "structures_per_s": sps,
             "command": f"harness Trainer: {json.dumps(cfg.to_dict())}"}
 
 
@@ -117,8 +121,15 @@ def shipped(model: str, molecule: str) -> dict:
         raise KeyError(f"no shipped {name}; use --ours train to train it in the harness")
     card = model_card(name)
     training = card.get("training", {})
+    metrics = Path("training_runs") / name / "metrics.csv"  # archived run, in a source checkout
+    speed = None
+    if metrics.is_file():
+        import csv
+        with open(metrics) as f:
+            speed = float(np.median([float(r["structures_per_s"]) for r in csv.DictReader(f)]))
     return {"path": name, "source": "shipped potential", "epochs": training.get("epochs"),
             "train_seconds": training.get("wall_time_s"), "hardware": training.get("hardware"),
+            "structures_per_s": speed,
             "command": card.get("command", "")}
 
 
@@ -200,8 +211,10 @@ def speed(args, molecule: str, models: dict, res: Results, log) -> None:
     systems = [("molecule", {"molecule": molecule})]
     systems += [(f"box{k}", {"molecule": molecule, "copies": k})
                 for k in box_sizes(molecule, args.box_atoms)]
+    box_models = args.box_models or list(models)
     todo = [(name, system, m) for name, system in systems for m in models
-            if res.get("molecules", molecule, "speed", name, m) is None]
+            if (name == "molecule" or m in box_models)
+            and res.get("molecules", molecule, "speed", name, m) is None]
     for name, system, m in tqdm(todo, desc=f"{molecule} speed", disable=not args.progress):
         big = system.get("copies", 0) ** 3 * len(molecule_atoms(molecule)) > args.big_atoms
         r = run_worker(models[m]["spec"], system, threads=args.threads, dtype=args.speed_dtype,
@@ -267,6 +280,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--stability-temperature", type=float, default=500.0)
     p.add_argument("--speed-seconds", type=float, default=3.0,
                    help="time each latency and MD measurement for at least this long")
+    p.add_argument("--box-models", nargs="*", default=None,
+                   help="models timed on the periodic boxes (default: all)")
     p.add_argument("--big-atoms", type=int, default=3000,
                    help="above this many atoms time one call and one MD step (after a warm-up)")
     p.add_argument("--speed-dtype", default="float32", choices=["float32", "float64"])

@@ -136,7 +136,25 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     if not model.is_file():
         raise RuntimeError(f"MACE wrote no model file; see {log_path}")
     return {"model": str(model), "epochs": epoch + 1, "train_seconds": seconds,
+            "structures_per_s": _throughput(log_path, data_dir / "train.xyz"),
             "command": " ".join(command), "settings": settings, "log": str(log_path)}
+
+
+def _throughput(log_path: Path, train_file: Path) -> float | None:
+    """Median training structures/s from the time between MACE's per-epoch log lines (each
+    interval also holds its validation pass)."""
+    from datetime import datetime
+
+    import numpy as np
+    stamps = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (Initial|Epoch \d+):", line)
+        if m:
+            stamps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp())
+    if len(stamps) < 2:
+        return None
+    n = sum(1 for line in train_file.read_text().splitlines() if line.startswith("Properties="))
+    return float(n / np.median(np.diff(stamps)))
 
 
 def mace_calculator(model_path, device: str = "cpu", dtype: str = "float64"):

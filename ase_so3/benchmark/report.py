@@ -16,14 +16,15 @@ def _f(x, spec=".2f"):
 
 
 def _accuracy_table(mol: dict) -> list[str]:
-    lines = ["| model | parameters | trained | E MAE (meV) | E RMSE (meV) | F MAE (meV/Å) | "
-             "F RMSE (meV/Å) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | trained | training structures/s | E MAE (meV) | E RMSE (meV) "
+             "| F MAE (meV/Å) | F RMSE (meV/Å) |", "|---|---|---|---|---|---|---|---|"]
     for m, a in mol.get("accuracy", {}).items():
         info = mol["models"][m]
         secs = info.get("train_seconds")
         trained = (f"{secs / 60:.0f} min, {info.get('epochs')} epochs ({info['source']})"
                    if secs else info["source"])
         lines.append(f"| {NAMES.get(m, m)} | {a['parameters']:,} | {trained} | "
+                     f"{_f(info.get('structures_per_s'), '.1f')} | "
                      f"{a['energy_mae_meV']:.2f} | {a['energy_rmse_meV']:.2f} | "
                      f"{a['forces_mae_meV_per_A']:.2f} | {a['forces_rmse_meV_per_A']:.2f} |")
     n = next(iter(mol.get("accuracy", {}).values()), {}).get("test_structures")
@@ -34,7 +35,7 @@ def _speed_table(mol: dict) -> list[str]:
     speed = mol.get("speed", {})
     if not speed:
         return []
-    models = list(next(iter(speed.values())))
+    models = list(speed.get("molecule", next(iter(speed.values()))))
     ref = "mace" if "mace" in models else None
     head = "| system | atoms | " + " | ".join(f"{NAMES.get(m, m)} ms" for m in models)
     head += " | " + " | ".join(f"{NAMES.get(m, m)}/MACE" for m in models if m != ref) if ref else ""
@@ -44,6 +45,7 @@ def _speed_table(mol: dict) -> list[str]:
         "|---|---|" + "---|---|" * len(models)]
     for name, row in speed.items():
         atoms = next((r["atoms"] for r in row.values() if "atoms" in r), None)
+        row = {m: row.get(m, {}) for m in models}  # models not timed on this system: "—"
         cells = [_f(row[m].get("latency_ms"), ".1f") if "error" not in row[m] else "error"
                  for m in models]
         line = f"| {name} | {atoms} | " + " | ".join(cells)
@@ -118,7 +120,7 @@ def _plots(out: Path, data: dict) -> list[str]:
         speed = mol.get("speed", {})
         if speed:
             fig, ax = plt.subplots(figsize=(5.5, 4))
-            models = list(next(iter(speed.values())))
+            models = list(speed.get("molecule", next(iter(speed.values()))))
             for m in models:
                 pts = sorted((r[m]["atoms"], r[m]["latency_ms"]) for r in speed.values()
                              if "latency_ms" in r.get(m, {}))
