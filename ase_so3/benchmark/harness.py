@@ -92,6 +92,13 @@ def prepare_data(args, molecule: str, out: Path) -> Path:
     return h5
 
 
+def _median_throughput(metrics_csv: Path) -> float:
+    """Median training structures/s over the epochs of a trainer's ``metrics.csv``."""
+    import csv
+    with open(metrics_csv) as f:
+        return float(np.median([float(r["structures_per_s"]) for r in csv.DictReader(f)]))
+
+
 def train_ours(args, model: str, h5: Path, work: Path, log) -> dict:
     from ase_so3.training.config import TrainConfig
     from ase_so3.training.trainer import Trainer
@@ -105,9 +112,7 @@ def train_ours(args, model: str, h5: Path, work: Path, log) -> dict:
                       threads=args.threads, seed=args.seed, progress=False)
     result = Trainer(cfg).fit(resume=args.resume and (work / "checkpoint_last.pt").is_file(),
                              log=lambda m: log(f"  {model}: {m}"))
-    with open(work / "metrics.csv") as f:
-        import csv
-        sps = float(np.median([float(r["structures_per_s"]) for r in csv.DictReader(f)]))
+    sps = _median_throughput(work / "metrics.csv")
     return {"path": str(work / "potential.pt"), "source": "trained by the harness",
             "epochs": result["epochs"], "train_seconds": result["elapsed_s"],
             "structures_per_s": sps,
@@ -122,11 +127,7 @@ def shipped(model: str, molecule: str) -> dict:
     card = model_card(name)
     training = card.get("training", {})
     metrics = Path("training_runs") / name / "metrics.csv"  # archived run, in a source checkout
-    speed = None
-    if metrics.is_file():
-        import csv
-        with open(metrics) as f:
-            speed = float(np.median([float(r["structures_per_s"]) for r in csv.DictReader(f)]))
+    speed = _median_throughput(metrics) if metrics.is_file() else None
     return {"path": name, "source": "shipped potential", "epochs": training.get("epochs"),
             "train_seconds": training.get("wall_time_s"), "hardware": training.get("hardware"),
             "structures_per_s": speed,

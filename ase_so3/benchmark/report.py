@@ -39,7 +39,7 @@ def _speed_table(mol: dict) -> list[str]:
     ref = "mace" if "mace" in models else None
     head = "| system | atoms | " + " | ".join(f"{NAMES.get(m, m)} ms" for m in models)
     head += " | " + " | ".join(f"{NAMES.get(m, m)}/MACE" for m in models if m != ref) if ref else ""
-    lines = [head + " |", "|" + "---|" * (head.count("|") - 0)]
+    lines = [head + " |", "|" + "---|" * head.count("|")]
     mem = ["| system | atoms | " + " | ".join(
         f"{NAMES.get(m, m)} atom·steps/s | {NAMES.get(m, m)} peak MB" for m in models) + " |",
         "|---|---|" + "---|---|" * len(models)]
@@ -58,7 +58,6 @@ def _speed_table(mol: dict) -> list[str]:
         mem.append(f"| {name} | {atoms} | " + " | ".join(
             f"{_f(row[m].get('atom_steps_per_s'), '.0f')} | {_f(row[m].get('peak_increase_mb'), '.0f')}"
             for m in models) + " |")
-    lines[1] = "|" + "---|" * (lines[0].count("|") - 1)
     return (["Energy+forces latency through the ASE calculator (median of repeated calls; ratio "
              "< 1 means faster than MACE):", ""] + lines +
             ["", "MD throughput (velocity Verlet in ASE) and peak memory above the process's "

@@ -58,7 +58,7 @@ class SE3TransformerConfig(PotentialConfig):
             raise ValueError("distance_features='mixed' needs an even number of heads")
         if self.degrees is not None:
             degrees = tuple(sorted({int(l) for l in self.degrees}))
-            if not degrees or degrees[0] != 0 or degrees[-1] < 0:
+            if not degrees or degrees[0] != 0:
                 raise ValueError("degrees must include 0 (the energy is read from scalars)")
             object.__setattr__(self, "degrees", degrees)
             object.__setattr__(self, "lmax", degrees[-1])  # the layout holds 0..max(degrees)
