@@ -17,7 +17,7 @@ from ase_so3.so3.wigner import WignerD, edge_rotation
 from tests.conftest import make_model
 
 
-@pytest.mark.parametrize("lmax", [1, 2, 3, 4])
+@pytest.mark.parametrize("lmax", [1, 2, 3, 4, 5])  # dense frame up to 3, per-degree above
 def test_so2_convolution_reproduces_tensor_product(lmax):
     gen = torch.Generator().manual_seed(lmax)
     e, c = 12, 3
@@ -32,7 +32,8 @@ def test_so2_convolution_reproduces_tensor_product(lmax):
     norms = {lo: n ** 0.5 for lo, n in Counter(lo for _, _, lo in conv.paths).items()}
     weights = so2.tfn_weights_to_so2(w, conv.paths, lmax, norms)
     blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
-    frame = so2.edge_frame_matrix(blocks, lmax, lmax)
+    frame = so2.edge_frame(blocks, lmax, lmax)
+    assert isinstance(frame, torch.Tensor) == (lmax <= so2.DENSE_FRAME_MAX_L)
     x_rot = so2.rotate_to_edge_frame(x, frame)
     out = so2.rotate_from_edge_frame(so2.so2_linear(x_rot, weights, lmax, lmax), frame)
     assert reference.abs().max() > 0.1
@@ -54,6 +55,28 @@ def test_truncation_mmax_changes_result():
     assert cut_frame.shape == (5, 4 + 2 * 3, 16)  # m = 0 rows, then +-1 rows for l = 1..3
     cut = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, cut_frame), cut_frame)
     assert (cut - x).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("lmax,mmax", [(4, 4), (4, 2), (5, 1), (2, 2), (3, 1)])
+def test_per_degree_frame_equals_dense_frame(lmax, mmax):
+    """Both forms of the edge frame rotate in and out identically, gradients included."""
+    gen = torch.Generator().manual_seed(lmax + 10 * mmax)
+    vec = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(7, (lmax + 1) ** 2, 3, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    outs = []
+    for dense in (True, False):
+        blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
+        frame = so2.edge_frame_matrix(blocks, lmax, mmax) if dense else tuple(
+            b[:, l - min(l, mmax):l + min(l, mmax) + 1] for l, b in enumerate(blocks))
+        x_rot = so2.rotate_to_edge_frame(x, frame)
+        back = so2.rotate_from_edge_frame(x_rot * torch.arange(1, x_rot.shape[1] + 1,
+                                                                 dtype=x.dtype)[:, None], frame)
+        grads = torch.autograd.grad(back.square().sum(), (vec, x))
+        outs.append((x_rot, back, *grads))
+    assert outs[0][0].shape == (7, len(so2.m_major_rows(lmax, mmax)), 3)
+    for a, b in zip(*outs):
+        assert (a - b).abs().max() < 1e-12 * (1 + a.abs().max())
 
 
 def _polar_molecule(eps: float) -> Atoms:

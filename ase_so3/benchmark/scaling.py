@@ -54,7 +54,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
 
         def step():
             blocks = wigner.blocks(edge_rotation(vec))
-            frame = so2.edge_frame_matrix(blocks, lmax, lmax)
+            frame = so2.edge_frame(blocks, lmax, lmax)
             y = so2.so2_linear(so2.rotate_to_edge_frame(x, frame), weights, lmax, lmax,
                                input_scale=scale)
             so2.rotate_from_edge_frame(y, frame).square().sum().backward()

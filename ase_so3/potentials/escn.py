@@ -102,7 +102,7 @@ class ESCN(Potential):
         r = torch.linalg.vector_norm(vectors, dim=-1)
         basis, envelope = self.basis(r), self.envelope(r)
         blocks = self.wigner.blocks(edge_rotation(vectors))  # per l: [E, 2l+1, 2l+1]
-        frame = so2.edge_frame_matrix(blocks, self.config.lmax, self.config.mmax)  # [E, K, D]
+        frame = so2.edge_frame(blocks, self.config.lmax, self.config.mmax)
         x = self.embedding(species)
         for layer in self.layers:
             x = layer(x, graph[K.EDGE_INDEX], basis, envelope, frame)

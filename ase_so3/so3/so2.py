@@ -19,6 +19,8 @@ With ``mmax = lmax`` and per-edge ``W_m`` this reproduces the full TFN convoluti
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ase_so3.so3.clebsch_gordan import clebsch_gordan
@@ -34,25 +36,72 @@ def m_major_rows(lmax: int, mmax: int) -> list[int]:
     return rows
 
 
+DENSE_FRAME_MAX_L = 3  # up to this lmax one dense product beats one small product per degree
+
+
+def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int):
+    """The rotation into the edge frame in the form that is cheapest to apply.
+
+    Up to ``lmax = DENSE_FRAME_MAX_L``: one matrix ``[E, K, (lmax+1)^2]`` (:func:`edge_frame_matrix`;
+    on CPU one batched product beats several small ones). Above: a tuple of per-degree blocks
+    ``D^l`` restricted to the rows ``|m| <= mmax`` (``[E, 2 min(l, mmax) + 1, 2l + 1]``): the dense
+    matrix is block-diagonal, so applying it wastes a factor growing like lmax, and building it
+    costs more than the whole SO(2) convolution. Pass the result to :func:`rotate_to_edge_frame`
+    and :func:`rotate_from_edge_frame`; both forms give the same numbers (tested).
+    """
+    if lmax <= DENSE_FRAME_MAX_L:
+        return edge_frame_matrix(blocks, lmax, mmax)
+    return tuple(b[:, l - min(l, mmax):l + min(l, mmax) + 1] if mmax < l else b
+                 for l, b in enumerate(blocks[:lmax + 1]))
+
+
 def edge_frame_matrix(blocks: list[torch.Tensor], lmax: int, mmax: int) -> torch.Tensor:
     """Per-edge rotation into the edge frame as one matrix ``[E, K, (lmax+1)^2]``: the
     block-diagonal Wigner-D (blocks ``D^l`` ``[E, 2l+1, 2l+1]``) restricted to the rows of
     :func:`m_major_rows`. One batched product with it replaces one per degree (several times
-    faster on CPU, where small batched products are dominated by per-call overhead)."""
+    faster on CPU at small lmax, where small batched products are dominated by per-call overhead)."""
     from ase_so3.so3.wigner import block_diagonal
     full = block_diagonal(blocks[:lmax + 1])
     rows = torch.tensor(m_major_rows(lmax, mmax), dtype=torch.long, device=full.device)
     return full[:, rows]
 
 
-def rotate_to_edge_frame(x: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """``[E, (lmax+1)^2, C]`` -> edge-frame features ``[E, K, C]`` (rows of :func:`m_major_rows`)."""
-    return frame @ x
+@functools.lru_cache(maxsize=None)
+def _degree_major_to_m_major(lmax: int, mmax: int) -> tuple[list[int], list[int]]:
+    """Positions that reorder the kept rows from degree-major (``l``, then ``m = -mm..mm``) to
+    the order of :func:`m_major_rows`, and back."""
+    kept = [l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
+    where = {row: i for i, row in enumerate(kept)}
+    forward = [where[row] for row in m_major_rows(lmax, mmax)]
+    backward = [0] * len(forward)
+    for i, j in enumerate(forward):
+        backward[j] = i
+    return forward, backward
 
 
-def rotate_from_edge_frame(y: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+def _order(frame: tuple, which: int, device) -> torch.Tensor:
+    lmax = len(frame) - 1
+    mmax = max((b.shape[1] - 1) // 2 for b in frame)
+    return torch.tensor(_degree_major_to_m_major(lmax, mmax)[which], dtype=torch.long,
+                        device=device)
+
+
+def rotate_to_edge_frame(x: torch.Tensor, frame) -> torch.Tensor:
+    """``[E, (lmax+1)^2, C]`` -> edge-frame features ``[E, K, C]`` (rows of :func:`m_major_rows`);
+    ``frame`` from :func:`edge_frame` (or :func:`edge_frame_matrix`)."""
+    if isinstance(frame, torch.Tensor):
+        return frame @ x
+    parts = x.split([b.shape[2] for b in frame], dim=1)  # split: one allocation in backward
+    rotated = torch.cat([b @ p for b, p in zip(frame, parts)], dim=1)
+    return rotated.index_select(1, _order(frame, 0, x.device))
+
+
+def rotate_from_edge_frame(y: torch.Tensor, frame) -> torch.Tensor:
     """Inverse of :func:`rotate_to_edge_frame` on the kept rows: ``[E, K, C]`` -> ``[E, D, C]``."""
-    return frame.transpose(1, 2) @ y
+    if isinstance(frame, torch.Tensor):
+        return frame.transpose(1, 2) @ y
+    parts = y.index_select(1, _order(frame, 1, y.device)).split([b.shape[1] for b in frame], dim=1)
+    return torch.cat([b.transpose(1, 2) @ p for b, p in zip(frame, parts)], dim=1)
 
 
 def so2_linear(x_rot: torch.Tensor, weights: list[torch.Tensor], lmax: int, mmax: int,
@@ -68,15 +117,16 @@ def so2_linear(x_rot: torch.Tensor, weights: list[torch.Tensor], lmax: int, mmax
     """
     e, _, c_in = x_rot.shape
     c_out = weights[0].shape[-1] // (lmax + 1)
-    out, start = [], 0
-    for m in range(mmax + 1):
-        n = lmax - m + 1
-        signs = 1 if m == 0 else 2
-        xm = x_rot[:, start:start + signs * n].reshape(e, signs, n * c_in)
+    sizes = [(1 if m == 0 else 2) * (lmax - m + 1) for m in range(mmax + 1)]
+    out = []
+    # split, not slicing: the backward of one split is one concatenation, while each slice's
+    # backward would allocate a zero tensor the size of x_rot
+    for m, part in enumerate(x_rot.split(sizes, dim=1)):
+        n, signs = lmax - m + 1, (1 if m == 0 else 2)
+        xm = part.reshape(e, signs, n * c_in)
         if input_scale is not None:
             xm = xm * input_scale[m][:, None, :]
         out.append((xm @ weights[m]).reshape(e, signs * n, c_out))
-        start += signs * n
     return torch.cat(out, dim=1)
 
 

@@ -32,20 +32,31 @@ class WignerD(nn.Module):
         super().__init__()
         self.lmax = lmax
         for l in range(2, lmax + 1):
-            self.register_buffer(f"cg_{l}", clebsch_gordan(l - 1, 1, l), persistent=False)
+            c = clebsch_gordan(l - 1, 1, l)  # [2l-1, 3, 2l+1], indices (j, n, a)
+            # c as [n, (j, a)] for the right factor, and as [(i, k), a] for the left one
+            self.register_buffer(f"cg_right_{l}", c.permute(1, 0, 2).reshape(3, -1).contiguous(),
+                                 persistent=False)
+            self.register_buffer(f"cg_left_{l}", c.reshape(-1, 2 * l + 1), persistent=False)
 
     def blocks(self, rot: torch.Tensor) -> list[torch.Tensor]:
-        """``[D^0, D^1, ..., D^lmax]``, each ``[B, 2l+1, 2l+1]``."""
+        """``[D^0, D^1, ..., D^lmax]``, each ``[B, 2l+1, 2l+1]``.
+
+        ``D^l[a, a'] = sum c[i,k,a] D^{l-1}[i,j] R[k,n] c[j,n,a']``, evaluated as
+        ``W = R c`` (one matrix product over all edges), ``V = D^{l-1} W`` (batched) and
+        ``C^T V`` (one matrix product): every step is a large product rather than many 3x3 ones.
+        """
         b = rot.shape[0]
         out = [torch.ones((b, 1, 1), dtype=rot.dtype, device=rot.device)]
         if self.lmax >= 1:
             out.append(rot)
         prev = rot
         for l in range(2, self.lmax + 1):
-            c = getattr(self, f"cg_{l}")  # [2l-1, 3, 2l+1]
-            t = torch.einsum("ika,bij->bakj", c, prev)  # [B, 2l+1, 3, 2l-1]
-            t = torch.einsum("bakj,bkn->bajn", t, rot)  # [B, 2l+1, 2l-1, 3]
-            prev = t.reshape(b, 2 * l + 1, 3 * (2 * l - 1)) @ c.reshape(3 * (2 * l - 1), 2 * l + 1)
+            p, q = 2 * l - 1, 2 * l + 1
+            w = (rot.reshape(b * 3, 3) @ getattr(self, f"cg_right_{l}")).view(b, 3, p, q)
+            w = w.transpose(1, 2).reshape(b, p, 3 * q)  # [B, j, (k, a')]
+            v = (prev @ w).view(b, 3 * p, q)  # [B, (i, k), a']
+            d_t = v.transpose(1, 2).reshape(b * q, 3 * p) @ getattr(self, f"cg_left_{l}")
+            prev = d_t.view(b, q, q).transpose(1, 2)
             out.append(prev)
         return out
 
