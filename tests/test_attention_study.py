@@ -40,3 +40,7 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0
     assert "training" not in capsys.readouterr().out
     assert (out / "runs" / run_name("ethanol", 2.0, "r", 0) / "result.json").stat().st_mtime_ns == first
+    # the report names the exact command, also when rebuilt with --report-only
+    assert main(["--output", str(out), "--report-only"]) == 0
+    assert (f"Command: `ase-so3 benchmark attention {' '.join(argv)}"
+            in (out / "report.md").read_text())

@@ -93,7 +93,7 @@ def run(args) -> Path:
                     print(f"{name}: {r['epochs']} epochs, test E MAE "
                           f"{r['test']['energy_mae_meV']:.2f} meV, F MAE "
                           f"{r['test']['forces_mae_meV_per_A']:.2f} meV/Å", flush=True)
-    return write_report(out, command=" ".join(sys.argv))
+    return write_report(out, command=args.command)
 
 
 def _curve(work: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,13 @@ def _curve(work: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_report(out, command: str = "") -> Path:
+    """Summarise every finished run under ``out``; the command is kept in ``out/command.txt``
+    so a later ``--report-only`` still prints it."""
     out = Path(out)
+    if command:
+        (out / "command.txt").write_text(command + "\n")
+    elif (out / "command.txt").is_file():
+        command = (out / "command.txt").read_text().strip()
     results = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/result.json"))]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
@@ -174,7 +180,7 @@ def _plot(out: Path, groups: dict) -> str | None:
             for k, r in enumerate(groups.get((mol, rc, setting), [])):
                 work = out / "runs" / run_name(mol, rc, setting, r["seed"])
                 t, f = _curve(work)
-                ax.plot(t, f, color=colours[setting], lw=1, alpha=0.8,
+                ax.plot(t, f, color=colours[setting], lw=1, alpha=0.8, marker="o", ms=3,
                         label=setting if k == 0 else None)
         ax.set_yscale("log")
         ax.set_xlabel("training time (min)")
@@ -210,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = " ".join(["ase-so3 benchmark attention", *argv])
     if args.report_only:
         print(write_report(args.output))
         return 0
