@@ -43,7 +43,10 @@ def _speed_table(mol: dict) -> list[str]:
     mem = ["| system | atoms | " + " | ".join(
         f"{NAMES.get(m, m)} atom·steps/s | {NAMES.get(m, m)} peak MB" for m in models) + " |",
         "|---|---|" + "---|---|" * len(models)]
-    for name, row in speed.items():
+    def size(item):
+        return next((r["atoms"] for r in item[1].values() if "atoms" in r), 0)
+
+    for name, row in sorted(speed.items(), key=size):
         atoms = next((r["atoms"] for r in row.values() if "atoms" in r), None)
         row = {m: row.get(m, {}) for m in models}  # models not timed on this system: "—"
         cells = [_f(row[m].get("latency_ms"), ".1f") if "error" not in row[m] else "error"
@@ -162,8 +165,10 @@ def write_report(out) -> Path:
              f"{env.get('e3nn')}, ASE {env.get('ase')}, ase_so3 {env.get('ase_so3')}, mace-torch "
              f"{env.get('mace')}; {env.get('processor')}, {env.get('threads')} thread(s), "
              f"device {st.get('device')}" + (f" ({env['cuda']})" if env.get("cuda") else "") + ".",
-             "", f"Training budget: {st.get('budget_minutes')} min wall clock per model trained by "
-             f"the harness; ours: {st.get('ours')}. Speed and stability in {st.get('speed_dtype')}.",
+             "", f"Training: each model trained by the harness gets a wall-clock budget (last "
+             f"invocation: {st.get('budget_minutes')} min; the time each model really trained is in "
+             f"its 'trained' column); ours: {st.get('ours')}. Speed and stability in "
+             f"{st.get('speed_dtype')}.",
              ""]
     for mol_name, mol in data.get("molecules", {}).items():
         lines += [f"## {mol_name}", "", "### Accuracy (test split)", ""] + _accuracy_table(mol)
