@@ -13,11 +13,11 @@ from ase_so3 import checks
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.so3 import so2
 from ase_so3.so3.spherical_harmonics import spherical_harmonics
-from ase_so3.so3.wigner import WignerD, edge_rotation
+from ase_so3.so3.wigner import WignerD, block_diagonal, edge_rotation
 from tests.conftest import make_model
 
 
-@pytest.mark.parametrize("lmax", [1, 2, 3, 4, 5])  # dense frame up to 3, per-degree above
+@pytest.mark.parametrize("lmax", [1, 2, 3, 4, 5])  # one dense group up to 3, per-degree above
 def test_so2_convolution_reproduces_tensor_product(lmax):
     gen = torch.Generator().manual_seed(lmax)
     e, c = 12, 3
@@ -33,7 +33,7 @@ def test_so2_convolution_reproduces_tensor_product(lmax):
     weights = so2.tfn_weights_to_so2(w, conv.paths, lmax, norms)
     blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
     frame = so2.edge_frame(blocks, lmax, lmax)
-    assert isinstance(frame, torch.Tensor) == (lmax <= so2.DENSE_FRAME_MAX_L)
+    assert len(frame.matrices) == 1 + max(0, lmax - so2.DENSE_FRAME_MAX_L)
     x_rot = so2.rotate_to_edge_frame(x, frame)
     out = so2.rotate_from_edge_frame(so2.so2_linear(x_rot, weights, lmax, lmax), frame)
     assert reference.abs().max() > 0.1
@@ -47,34 +47,40 @@ def test_truncation_mmax_changes_result():
     vec = torch.randn(5, 3, generator=gen, dtype=torch.float64)
     x = torch.randn(5, 16, 2, generator=gen, dtype=torch.float64)
     blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
-    frame = so2.edge_frame_matrix(blocks, lmax, lmax)
-    assert frame.shape == (5, 16, 16)
+    frame = so2.edge_frame(blocks, lmax, lmax)
     full = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, frame), frame)
     assert (full - x).abs().max() < 1e-12  # rotation round trip with all orders
-    cut_frame = so2.edge_frame_matrix(blocks, lmax, 1)
-    assert cut_frame.shape == (5, 4 + 2 * 3, 16)  # m = 0 rows, then +-1 rows for l = 1..3
-    cut = so2.rotate_from_edge_frame(so2.rotate_to_edge_frame(x, cut_frame), cut_frame)
+    cut_frame = so2.edge_frame(blocks, lmax, 1)
+    cut_rot = so2.rotate_to_edge_frame(x, cut_frame)
+    assert [b.shape[1] for b in cut_rot] == [4, 2 * 3]  # m = 0 rows, then +-1 rows for l = 1..3
+    cut = so2.rotate_from_edge_frame(cut_rot, cut_frame)
     assert (cut - x).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("lmax,mmax", [(4, 4), (4, 2), (5, 1), (2, 2), (3, 1)])
-def test_per_degree_frame_equals_dense_frame(lmax, mmax):
-    """Both forms of the edge frame rotate in and out identically, gradients included."""
+@pytest.mark.parametrize("dense_max", [0, 1, 3, 6])
+@pytest.mark.parametrize("lmax,mmax", [(4, 4), (4, 2), (5, 1), (2, 2), (3, 1), (6, 6)])
+def test_edge_frame_groupings_equal_dense_rotation(lmax, mmax, dense_max, monkeypatch):
+    """However the degrees are grouped, rotating in and out equals the product with the dense
+    block-diagonal Wigner-D restricted to the m-major rows, gradients included."""
+    monkeypatch.setattr(so2, "DENSE_FRAME_MAX_L", dense_max)
     gen = torch.Generator().manual_seed(lmax + 10 * mmax)
     vec = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     x = torch.randn(7, (lmax + 1) ** 2, 3, generator=gen, dtype=torch.float64,
                     requires_grad=True)
-    outs = []
-    for dense in (True, False):
-        blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
-        frame = so2.edge_frame_matrix(blocks, lmax, mmax) if dense else tuple(
-            b[:, l - min(l, mmax):l + min(l, mmax) + 1] for l, b in enumerate(blocks))
-        x_rot = so2.rotate_to_edge_frame(x, frame)
-        back = so2.rotate_from_edge_frame(x_rot * torch.arange(1, x_rot.shape[1] + 1,
-                                                                 dtype=x.dtype)[:, None], frame)
-        grads = torch.autograd.grad(back.square().sum(), (vec, x))
-        outs.append((x_rot, back, *grads))
-    assert outs[0][0].shape == (7, len(so2.m_major_rows(lmax, mmax)), 3)
+    sizes = so2.block_sizes(lmax, mmax)
+    scale = torch.arange(1, sum(sizes) + 1, dtype=x.dtype)[:, None]
+    blocks = WignerD(lmax).to(torch.float64).blocks(edge_rotation(vec))
+    frame = so2.edge_frame(blocks, lmax, mmax)
+    assert len(frame.matrices) == 1 + max(0, lmax - dense_max)
+    x_rot = so2.rotate_to_edge_frame(x, frame)
+    assert [b.shape[1] for b in x_rot] == sizes
+    back = so2.rotate_from_edge_frame([b * s for b, s in zip(x_rot, scale.split(sizes))], frame)
+    dense = block_diagonal(blocks)[:, so2.m_major_rows(lmax, mmax)]  # reference
+    ref_rot = dense @ x
+    ref_back = dense.transpose(1, 2) @ (scale * ref_rot)
+    outs = [(torch.cat(x_rot, dim=1), back,
+             *torch.autograd.grad(back.square().sum(), (vec, x), retain_graph=True)),
+            (ref_rot, ref_back, *torch.autograd.grad(ref_back.square().sum(), (vec, x)))]
     for a, b in zip(*outs):
         assert (a - b).abs().max() < 1e-12 * (1 + a.abs().max())
 

@@ -2,8 +2,9 @@
 
     python -m ase_so3.benchmark.scaling --edges 100000 --channels 16 --lmax 1 2 3 4 5 6 7 8
 
-For each lmax, one layer's forward and backward pass (gradients to the features, the radial
-weights and the edge vectors) on random edges, including the geometric part each method needs
+For each lmax, one layer's forward pass and its backward from a fixed random upstream gradient
+(gradients to the features, the radial weights and the edge vectors) on random edges, including
+the geometric part each method needs
 (TFN: spherical harmonics up to 2*lmax and the CG filter contraction; eSCN: edge rotation, Wigner-D
 blocks, rotation in and out). Peak memory is counted above the process's footprint after imports.
 eSCN keeps every order (mmax = lmax), so both compute the same
@@ -35,6 +36,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
     vec = torch.randn(edges, 3, generator=gen, dtype=dtype).to(device).requires_grad_(True)
     x = torch.randn(edges, (lmax + 1) ** 2, channels, generator=gen, dtype=dtype).to(device)
     x.requires_grad_(True)
+    grad_out = torch.randn(x.shape, generator=gen, dtype=dtype).to(device)  # upstream gradient
     if method == "tfn":
         conv = TensorProductConv(lmax, lmax, 2 * lmax).to(**t)
         sh = SphericalHarmonics(2 * lmax).to(**t)
@@ -42,8 +44,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
         w.requires_grad_(True)
 
         def step():
-            out = conv(x, conv.filters(sh(vec)), w)
-            out.square().sum().backward()
+            conv(x, conv.filters(sh(vec)), w).backward(grad_out)
     else:
         wigner = WignerD(lmax).to(**t)
         sizes = [lmax - m + 1 for m in range(lmax + 1)]
@@ -57,7 +58,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
             frame = so2.edge_frame(blocks, lmax, lmax)
             y = so2.so2_linear(so2.rotate_to_edge_frame(x, frame), weights, lmax, lmax,
                                input_scale=scale)
-            so2.rotate_from_edge_frame(y, frame).square().sum().backward()
+            so2.rotate_from_edge_frame(y, frame).backward(grad_out)
     return step
 
 

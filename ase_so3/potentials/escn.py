@@ -74,7 +74,7 @@ class ESCNInteraction(MessagePassingLayer):
 
     def forward(self, x, edge_index, basis, envelope, frame):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
-        x_rot = so2.rotate_to_edge_frame(x[src], frame)  # [E, K, C], m-major rows
+        x_rot = so2.rotate_to_edge_frame(x[src], frame)  # per |m|: [E, rows_m, C]
         y_rot = self.conv(x_rot, basis, envelope)
         msg = so2.rotate_from_edge_frame(y_rot, frame)  # [E, (lmax+1)^2, C]
         return self.update(x, msg, dst)

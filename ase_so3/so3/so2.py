@@ -20,6 +20,7 @@ With ``mmax = lmax`` and per-edge ``W_m`` this reproduces the full TFN convoluti
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -36,98 +37,128 @@ def m_major_rows(lmax: int, mmax: int) -> list[int]:
     return rows
 
 
-DENSE_FRAME_MAX_L = 3  # up to this lmax one dense product beats one small product per degree
+DENSE_FRAME_MAX_L = 3  # degrees up to this share one dense block of the edge frame
 
 
-def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int):
-    """The rotation into the edge frame in the form that is cheapest to apply.
+class EdgeFrame(NamedTuple):
+    """The per-edge rotation into the edge frame, in the form that is cheapest to apply: one
+    block-diagonal matrix for the degrees ``0..min(lmax, DENSE_FRAME_MAX_L)`` and one ``D^l``
+    for each higher degree, each restricted to its rows with ``|m| <= mmax`` (``[E, rows, cols]``).
 
-    Up to ``lmax = DENSE_FRAME_MAX_L``: one matrix ``[E, K, (lmax+1)^2]`` (:func:`edge_frame_matrix`;
-    on CPU one batched product beats several small ones). Above: a tuple of per-degree blocks
-    ``D^l`` restricted to the rows ``|m| <= mmax`` (``[E, 2 min(l, mmax) + 1, 2l + 1]``): the dense
-    matrix is block-diagonal, so applying it wastes a factor growing like lmax, and building it
-    costs more than the whole SO(2) convolution. Pass the result to :func:`rotate_to_edge_frame`
-    and :func:`rotate_from_edge_frame`; both forms give the same numbers (tested).
-    """
-    if lmax <= DENSE_FRAME_MAX_L:
-        return edge_frame_matrix(blocks, lmax, mmax)
-    return tuple(b[:, l - min(l, mmax):l + min(l, mmax) + 1] if mmax < l else b
-                 for l, b in enumerate(blocks[:lmax + 1]))
+    Measured on CPU at 100k edges: a batched product costs mostly a fixed time per edge, nearly the
+    same for 3x3 as for 13x13 blocks, so the low degrees go together (one 16x16 product instead of
+    four small ones); the high degrees stay apart, where a dense block-diagonal matrix would waste
+    a factor growing like lmax."""
 
-
-def edge_frame_matrix(blocks: list[torch.Tensor], lmax: int, mmax: int) -> torch.Tensor:
-    """Per-edge rotation into the edge frame as one matrix ``[E, K, (lmax+1)^2]``: the
-    block-diagonal Wigner-D (blocks ``D^l`` ``[E, 2l+1, 2l+1]``) restricted to the rows of
-    :func:`m_major_rows`. One batched product with it replaces one per degree (several times
-    faster on CPU at small lmax, where small batched products are dominated by per-call overhead)."""
-    from ase_so3.so3.wigner import block_diagonal
-    full = block_diagonal(blocks[:lmax + 1])
-    rows = torch.tensor(m_major_rows(lmax, mmax), dtype=torch.long, device=full.device)
-    return full[:, rows]
+    matrices: tuple
+    lmax: int
+    mmax: int
 
 
 @functools.lru_cache(maxsize=None)
-def _degree_major_to_m_major(lmax: int, mmax: int) -> tuple[list[int], list[int]]:
-    """Positions that reorder the kept rows from degree-major (``l``, then ``m = -mm..mm``) to
-    the order of :func:`m_major_rows`, and back."""
-    kept = [l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
-    where = {row: i for i, row in enumerate(kept)}
-    forward = [where[row] for row in m_major_rows(lmax, mmax)]
-    backward = [0] * len(forward)
-    for i, j in enumerate(forward):
-        backward[j] = i
-    return forward, backward
+def _frame_layout(lmax: int, mmax: int, dense_max: int):
+    """Per group of degrees: the degrees, the kept rows as (l, m) in degree-major order, and
+    their positions in the group's block-diagonal matrix."""
+    top = min(lmax, dense_max)
+    groups = [list(range(top + 1))] + [[l] for l in range(top + 1, lmax + 1)]
+    layout = []
+    for degrees in groups:
+        lms, positions, offset = [], [], 0
+        for l in degrees:
+            for m in range(-min(l, mmax), min(l, mmax) + 1):
+                lms.append((l, m))
+                positions.append(offset + l + m)
+            offset += 2 * l + 1
+        layout.append((degrees, lms, positions))
+    if len(layout) == 1:  # one group: its rows in m-major order, so the product gives the blocks
+        order = sorted(range(len(lms)), key=lambda i: (abs(lms[i][1]), lms[i][1] < 0, lms[i][0]))
+        layout = [(degrees, [lms[i] for i in order], [positions[i] for i in order])]
+    return layout
 
 
-def _order(frame: tuple, which: int, device) -> torch.Tensor:
-    lmax = len(frame) - 1
-    mmax = max((b.shape[1] - 1) // 2 for b in frame)
-    return torch.tensor(_degree_major_to_m_major(lmax, mmax)[which], dtype=torch.long,
-                        device=device)
+def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int) -> EdgeFrame:
+    """Wigner-D blocks ``[D^0, D^1, ...]`` (``[E, 2l+1, 2l+1]``) -> :class:`EdgeFrame`, to pass
+    to :func:`rotate_to_edge_frame` and :func:`rotate_from_edge_frame`."""
+    from ase_so3.so3.wigner import block_diagonal
+    mats = []
+    for degrees, _, positions in _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L):
+        if len(degrees) > 1:
+            full = block_diagonal(blocks[:degrees[-1] + 1])
+            if positions != list(range(full.shape[1])):
+                full = full[:, torch.tensor(positions, dtype=torch.long, device=full.device)]
+            mats.append(full)
+        else:
+            l, k = degrees[0], min(degrees[0], mmax)
+            mats.append(blocks[l] if k == l else blocks[l][:, l - k:l + k + 1])
+    return EdgeFrame(tuple(mats), lmax, mmax)
 
 
-def rotate_to_edge_frame(x: torch.Tensor, frame) -> torch.Tensor:
-    """``[E, (lmax+1)^2, C]`` -> edge-frame features ``[E, K, C]`` (rows of :func:`m_major_rows`);
-    ``frame`` from :func:`edge_frame` (or :func:`edge_frame_matrix`)."""
-    if isinstance(frame, torch.Tensor):
-        return frame @ x
-    parts = x.split([b.shape[2] for b in frame], dim=1)  # split: one allocation in backward
-    rotated = torch.cat([b @ p for b, p in zip(frame, parts)], dim=1)
-    return rotated.index_select(1, _order(frame, 0, x.device))
+def block_sizes(lmax: int, mmax: int) -> list[int]:
+    """Rows of each m-block of the edge-frame features: ``lmax + 1`` for m = 0, then
+    ``2 (lmax - m + 1)`` (the ``+m`` rows, then the ``-m`` rows)."""
+    return [(1 if m == 0 else 2) * (lmax - m + 1) for m in range(mmax + 1)]
 
 
-def rotate_from_edge_frame(y: torch.Tensor, frame) -> torch.Tensor:
-    """Inverse of :func:`rotate_to_edge_frame` on the kept rows: ``[E, K, C]`` -> ``[E, D, C]``."""
-    if isinstance(frame, torch.Tensor):
-        return frame.transpose(1, 2) @ y
-    parts = y.index_select(1, _order(frame, 1, y.device)).split([b.shape[1] for b in frame], dim=1)
-    return torch.cat([b.transpose(1, 2) @ p for b, p in zip(frame, parts)], dim=1)
+def rotate_to_edge_frame(x: torch.Tensor, frame: EdgeFrame) -> list[torch.Tensor]:
+    """``[E, (lmax+1)^2, C]`` -> edge-frame features as m-blocks ``[E, rows_m, C]`` for
+    m = 0..mmax (:func:`block_sizes`; concatenated, the rows of :func:`m_major_rows`)."""
+    lmax, mmax = frame.lmax, frame.mmax
+    if len(frame.matrices) == 1:  # small lmax: one product, rows already in m-major order
+        return list((frame.matrices[0] @ x).split(block_sizes(lmax, mmax), dim=1))
+    layout = _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L)
+    parts = x.split([sum(2 * l + 1 for l in g[0]) for g in layout], dim=1)  # one backward copy
+    rows = {}
+    for mat, part, (degrees, lms, _) in zip(frame.matrices, parts, layout):
+        out = part if degrees == [0] else mat @ part  # D^0 = 1
+        # rows as views (unbind: its backward is one stack), then one stack per m-block
+        rows.update(zip(lms, out.unbind(1)))
+    blocks = [torch.stack([rows[l, 0] for l in range(lmax + 1)], dim=1)]
+    for m in range(1, mmax + 1):
+        blocks.append(torch.stack([rows[l, m] for l in range(m, lmax + 1)]
+                                  + [rows[l, -m] for l in range(m, lmax + 1)], dim=1))
+    return blocks
 
 
-def so2_linear(x_rot: torch.Tensor, weights: list[torch.Tensor], lmax: int, mmax: int,
-               input_scale: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Apply ``W_m`` to the edge-frame features ``[E, K, c_in]`` (m-major rows).
+def rotate_from_edge_frame(y: list[torch.Tensor], frame: EdgeFrame) -> torch.Tensor:
+    """Inverse of :func:`rotate_to_edge_frame` on the kept rows: m-blocks -> ``[E, D, C]``."""
+    lmax, mmax = frame.lmax, frame.mmax
+    if len(frame.matrices) == 1:
+        return frame.matrices[0].transpose(1, 2) @ torch.cat(y, dim=1)
+    rows = {}
+    for m, block in enumerate(y):
+        views, n = block.unbind(1), lmax - m + 1
+        rows.update(((l, m), views[l - m]) for l in range(m, lmax + 1))
+        if m:
+            rows.update(((l, -m), views[n + l - m]) for l in range(m, lmax + 1))
+    out = []
+    for mat, (degrees, lms, _) in zip(frame.matrices, _frame_layout(lmax, mmax,
+                                                                    DENSE_FRAME_MAX_L)):
+        kept = torch.stack([rows[lm] for lm in lms], dim=1)
+        out.append(kept if degrees == [0] else mat.transpose(1, 2) @ kept)
+    return torch.cat(out, dim=1)
+
+
+def so2_linear(x_rot: list[torch.Tensor], weights: list[torch.Tensor], lmax: int, mmax: int,
+               input_scale: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Apply ``W_m`` to the edge-frame m-blocks ``[E, rows_m, c_in]`` (:func:`rotate_to_edge_frame`).
 
     ``weights[m]``: ``[n_m * c_in, n_m * c_out]`` shared by all edges, or
     ``[E, n_m * c_in, n_m * c_out]`` per edge, where ``n_m = lmax - m + 1`` and the flattened
     index is ``(l - m) * c + channel``. ``input_scale[m]`` (optional, ``[E, n_m * c_in]``)
     multiplies the inputs first: the same as per-edge weights ``diag(scale) W_m`` without
-    materialising them. The same ``W_m`` acts on the ``+m`` and the ``-m`` rows. Returns
-    ``[E, K, c_out]`` in the same row order.
+    materialising them. The same ``W_m`` acts on the ``+m`` and the ``-m`` rows. Returns the
+    m-blocks ``[E, rows_m, c_out]``.
     """
-    e, _, c_in = x_rot.shape
+    e, c_in = x_rot[0].shape[0], x_rot[0].shape[2]
     c_out = weights[0].shape[-1] // (lmax + 1)
-    sizes = [(1 if m == 0 else 2) * (lmax - m + 1) for m in range(mmax + 1)]
     out = []
-    # split, not slicing: the backward of one split is one concatenation, while each slice's
-    # backward would allocate a zero tensor the size of x_rot
-    for m, part in enumerate(x_rot.split(sizes, dim=1)):
+    for m, part in enumerate(x_rot[:mmax + 1]):
         n, signs = lmax - m + 1, (1 if m == 0 else 2)
-        xm = part.reshape(e, signs, n * c_in)
+        xm = part.reshape(e, signs, n * c_in)  # a view when the block is contiguous
         if input_scale is not None:
             xm = xm * input_scale[m][:, None, :]
-        out.append((xm @ weights[m]).reshape(e, signs * n, c_out))
-    return torch.cat(out, dim=1)
+        out.append((xm @ weights[m]).view(e, signs * n, c_out))
+    return out
 
 
 def tfn_weights_to_so2(path_weights: torch.Tensor, paths: list[tuple[int, int, int]], lmax: int,
