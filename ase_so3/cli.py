@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ase_so3.allocator import configure_from_environment
+
 
 def _cmd_info(args) -> int:
     import platform
@@ -211,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    configure_from_environment()  # huge pages; ASE_SO3_MALLOC=keep|system (allocator.py)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

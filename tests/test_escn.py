@@ -8,12 +8,12 @@ import pytest
 import torch
 from ase import Atoms
 
-import ase_so3.potentials.escn as escn_module
 from ase_so3 import checks
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.so3 import so2
 from ase_so3.so3.spherical_harmonics import spherical_harmonics
-from ase_so3.so3.wigner import WignerD, block_diagonal, edge_rotation
+from ase_so3.so3.edge_frame import edge_rotation
+from ase_so3.so3.wigner import WignerD, block_diagonal
 from tests.conftest import make_model
 
 
@@ -107,15 +107,17 @@ def test_energy_invariant_to_roll_about_edge(monkeypatch):
     ref = checks.evaluate(model, [atoms])[0]
     gen = torch.Generator().manual_seed(5)
 
-    def rolled(vectors):
-        rot = edge_rotation(vectors)
+    plain, wigner = model.wigner.blocks, WignerD(model.config.lmax).to(torch.float64)
+
+    def rolled(vectors):  # the edge frame followed by a random rotation about +y, per edge
+        rot = plain(vectors)[1]
         phi = torch.rand(vectors.shape[0], generator=gen, dtype=vectors.dtype) * 2 * np.pi
         c, s, z, o = torch.cos(phi), torch.sin(phi), torch.zeros_like(phi), torch.ones_like(phi)
         roll_y = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1),
                               torch.stack([-s, z, c], -1)], dim=1)  # rotation about +y
-        return roll_y @ rot
+        return wigner.blocks(roll_y @ rot)
 
-    monkeypatch.setattr(escn_module, "edge_rotation", rolled)
+    monkeypatch.setattr(model.wigner, "blocks", rolled)
     out = checks.evaluate(model, [atoms])[0]
     assert abs(out["energy"] - ref["energy"]) < 1e-10
     assert np.abs(out["forces"] - ref["forces"]).max() < 1e-10

@@ -8,7 +8,8 @@ from ase_so3.so3._e3nn import o3
 from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
 from ase_so3.so3.irreps import from_e3nn_layout, irreps, to_e3nn_layout
 from ase_so3.so3.spherical_harmonics import spherical_harmonics, spherical_harmonics_at_pole
-from ase_so3.so3.wigner import WignerD, edge_rotation, random_rotation
+from ase_so3.so3.edge_frame import EdgeWignerD, edge_rotation
+from ase_so3.so3.wigner import WignerD, random_rotation
 
 torch.set_printoptions(precision=3)
 GEN = torch.Generator().manual_seed(1234)
@@ -124,6 +125,29 @@ def test_edge_rotation_gradients_are_finite_and_correct_at_poles():
     assert torch.isfinite(vec.grad).all()
     assert torch.autograd.gradcheck(lambda v: edge_rotation(v), (vec.detach().clone()
                                                                  .requires_grad_(True),))
+
+
+AXES = [[0, 1.3, 0], [0, -0.9, 0], [1e-13, -1.0, 2e-13], [2.0, 0, 0], [-1, 0, 0], [0, 0, 1],
+        [0, 0, -3], [1, 1.2, 0], [0, -1.0, 0.9]]  # poles, the other axes, near the chart switch
+
+
+def test_edge_wigner_blocks_equal_wigner_d_of_the_edge_frame():
+    """The factorised blocks (fixed matrices and multiple angles) equal the recursion's D^l of
+    the same rotation, on both charts and exactly at the switch between them."""
+    switch = [[1.0, 1.0, 0], [0, -1.0, 1.0], [0.5, 0.5 ** 0.5, -0.5]]  # |r_y| = 1/sqrt(2)
+    vec = torch.cat([torch.tensor(AXES + switch, dtype=torch.float64), _vectors(60)])
+    ours = EdgeWignerD(8).to(torch.float64).blocks(vec)
+    reference = WignerD(8).to(torch.float64).blocks(edge_rotation(vec))
+    assert torch.equal(ours[0], reference[0])
+    for l in range(1, 9):
+        assert (ours[l] - reference[l]).abs().max() < 1e-12, l
+
+
+def test_edge_wigner_gradients_at_axes_and_poles():
+    vec = torch.cat([torch.tensor(AXES, dtype=torch.float64), _vectors(4)]).requires_grad_(True)
+    wigner = EdgeWignerD(3).to(torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda v: torch.cat([b.flatten(1) for b in wigner.blocks(v)], dim=1), (vec,))
 
 
 def test_e3nn_layout_round_trip_and_irreps():

@@ -76,6 +76,8 @@ def environment(threads: int) -> dict:
         env["mace"] = mace.__version__
     except ImportError:
         env["mace"] = None
+    from ase_so3.allocator import configure_from_environment
+    env["allocator"] = configure_from_environment()  # the workers inherit the same setting
     return env
 
 

@@ -164,7 +164,8 @@ def write_report(out) -> Path:
              f"Environment: Python {env.get('python')}, torch {env.get('torch')}, e3nn "
              f"{env.get('e3nn')}, ASE {env.get('ase')}, ase_so3 {env.get('ase_so3')}, mace-torch "
              f"{env.get('mace')}; {env.get('processor')}, {env.get('threads')} thread(s), "
-             f"device {st.get('device')}" + (f" ({env['cuda']})" if env.get("cuda") else "") + ".",
+             f"device {st.get('device')}" + (f" ({env['cuda']})" if env.get("cuda") else "")
+             + (f"; allocator: {env['allocator']}" if env.get("allocator") else "") + ".",
              "", f"Training: each model trained by the harness gets a wall-clock budget (last "
              f"invocation: {st.get('budget_minutes')} min; the time each model really trained is in "
              f"its 'trained' column); ours: {st.get('ours')}. Speed and stability in "

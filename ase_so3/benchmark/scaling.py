@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
     from ase_so3.potentials.convolution import TensorProductConv
     from ase_so3.so3 import so2
     from ase_so3.so3.spherical_harmonics import SphericalHarmonics
-    from ase_so3.so3.wigner import WignerD, edge_rotation
+    from ase_so3.so3.edge_frame import EdgeWignerD
     gen = torch.Generator().manual_seed(0)
     t = dict(dtype=dtype, device=device)
     vec = torch.randn(edges, 3, generator=gen, dtype=dtype).to(device).requires_grad_(True)
@@ -46,7 +45,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
         def step():
             conv(x, conv.filters(sh(vec)), w).backward(grad_out)
     else:
-        wigner = WignerD(lmax).to(**t)
+        wigner = EdgeWignerD(lmax).to(**t)
         sizes = [lmax - m + 1 for m in range(lmax + 1)]
         weights = [torch.randn(n * channels, n * channels, generator=gen, dtype=dtype).to(device)
                    .requires_grad_(True) for n in sizes]
@@ -54,7 +53,7 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
                  .requires_grad_(True) for n in sizes]
 
         def step():
-            blocks = wigner.blocks(edge_rotation(vec))
+            blocks = wigner.blocks(vec)
             frame = so2.edge_frame(blocks, lmax, lmax)
             y = so2.so2_linear(so2.rotate_to_edge_frame(x, frame), weights, lmax, lmax,
                                input_scale=scale)
@@ -167,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "LMAX"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    from ase_so3.allocator import configure_from_environment
+    allocator = configure_from_environment()  # both methods alike (allocator.py)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -175,11 +176,12 @@ def main(argv=None) -> int:
                                 args.device, args.repeats, args.dtype)))
         return 0
     print(f"one convolution layer, forward + backward: {args.edges} edges, {args.channels} "
-          f"channels, {args.dtype}, {args.device}, {_threads()} threads "
-          f"(ASE_SO3 pid {os.getpid()})\n")
+          f"channels, {args.dtype}, {args.device}, {_threads()} threads, allocator: "
+          f"{allocator}\n")
     print("| lmax | TFN ms | eSCN ms | TFN/eSCN | TFN peak MB | eSCN peak MB |")
     print("|---|---|---|---|---|---|")
     result = run(args)
+    result["allocator"] = allocator
     e = result["exponents"]
     print(f"\nfitted cost ~ lmax^k for lmax >= {args.fit_from}: TFN k = {e['tfn']:.2f}, "
           f"eSCN k = {e['escn']:.2f}")

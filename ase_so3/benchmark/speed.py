@@ -122,6 +122,8 @@ def run_worker(model: dict, system: dict, threads: int = 1, dtype: str = "float3
 
 
 if __name__ == "__main__":
+    from ase_so3.allocator import configure_from_environment
+    configure_from_environment()  # the same for every model measured (allocator.py)
     args = sys.argv[1:]
     print(json.dumps(measure(json.loads(args[0]), json.loads(args[1]),
                              threads=int(args[2]) if len(args) > 2 else 1,

@@ -1,7 +1,7 @@
 """eSCN (Passaro & Zitnick, 2023): SO(2) convolutions in the edge frame.
 
 Per layer and edge j -> i: rotate ``x_j`` into the frame where the edge lies on the polar axis
-(:func:`~ase_so3.so3.wigner.edge_rotation`, deterministic and differentiable for every direction),
+(:mod:`~ase_so3.so3.edge_frame`, deterministic and differentiable for every direction),
 keep orders ``|m| <= mmax``, scale each (m, l, channel) by a radial network of the edge length
 (times the smooth cutoff envelope), apply one learned matrix ``W_m`` per ``|m|`` that mixes degrees
 and channels (:func:`~ase_so3.so3.so2.so2_linear`), rotate back, sum over neighbours. Cost per edge
@@ -26,7 +26,7 @@ from ase_so3.potentials.blocks import (BesselBasis, EnergyReadout, MessagePassin
                                        PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
 from ase_so3.potentials.registry import register
 from ase_so3.so3 import so2
-from ase_so3.so3.wigner import WignerD, edge_rotation
+from ase_so3.so3.edge_frame import EdgeWignerD
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ESCN(Potential):
         super().__init__(config, **kwargs)
         cfg = self.config
         self.embedding = SpeciesEmbedding(len(cfg.species), cfg.channels, cfg.lmax)
-        self.wigner = WignerD(cfg.lmax)
+        self.wigner = EdgeWignerD(cfg.lmax)
         self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
         self.envelope = PolynomialEnvelope(cfg.cutoff, cfg.envelope_p)
         self.layers = nn.ModuleList(ESCNInteraction(cfg) for _ in range(cfg.num_layers))
@@ -101,7 +101,7 @@ class ESCN(Potential):
     def node_energies(self, graph, species, vectors):
         r = torch.linalg.vector_norm(vectors, dim=-1)
         basis, envelope = self.basis(r), self.envelope(r)
-        blocks = self.wigner.blocks(edge_rotation(vectors))  # per l: [E, 2l+1, 2l+1]
+        blocks = self.wigner.blocks(vectors)  # D^l of the edge frame: [E, 2l+1, 2l+1]
         frame = so2.edge_frame(blocks, self.config.lmax, self.config.mmax)
         x = self.embedding(species)
         for layer in self.layers:

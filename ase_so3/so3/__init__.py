@@ -4,7 +4,8 @@ Wigner-D matrices, the differentiable edge frame, and SO(2) maps (conventions in
 
 from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics, spherical_harmonics
-from ase_so3.so3.wigner import WignerD, edge_rotation, random_rotation
+from ase_so3.so3.edge_frame import EdgeWignerD, edge_rotation
+from ase_so3.so3.wigner import WignerD, random_rotation
 
 __all__ = ["clebsch_gordan", "tensor_product_paths", "SphericalHarmonics", "spherical_harmonics",
-           "WignerD", "edge_rotation", "random_rotation"]
+           "WignerD", "EdgeWignerD", "edge_rotation", "random_rotation"]

@@ -1,4 +1,4 @@
-"""Wigner-D matrices of rotation matrices, and the edge frame used by eSCN.
+"""Wigner-D matrices of rotation matrices.
 
 ``D^l(R)`` is built from the rotation matrix itself by the exact recursion
 
@@ -8,12 +8,8 @@ so it is a polynomial in the entries of ``R``: differentiable everywhere, with n
 hence no gimbal-lock poles. In e3nn's real basis ``D^1(R) = R`` because degree-1 components are
 ``(x, y, z)`` (see :mod:`ase_so3.keys`). The defining property ``Y(R r) = D(R) Y(r)`` is tested.
 
-:func:`edge_rotation` returns, for each edge vector ``r``, a rotation ``R`` with ``R r_hat = +y``
-(the polar axis). It is deterministic and smooth on two overlapping charts (Rodrigues' formula to
-``+y`` for ``r_y >= 0``, to ``-y`` followed by a half turn about x otherwise), with every
-denominator >= 1 on the chart that uses it, so gradients are finite for every edge direction,
-including edges exactly along ``±y``. The frame jumps in roll (the angle about the edge) between
-charts; everything built on it is invariant to that roll, which is tested.
+The edge frame built on these (a rotation onto the polar axis per edge, and its blocks for
+eSCN) is in :mod:`ase_so3.so3.edge_frame`.
 """
 
 from __future__ import annotations
@@ -78,31 +74,6 @@ def block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """``[n, 3]`` -> ``[n, 3, 3]`` cross-product matrices ``[v]_x``."""
-    z = torch.zeros_like(v[:, 0])
-    return torch.stack([torch.stack([z, -v[:, 2], v[:, 1]], -1),
-                        torch.stack([v[:, 2], z, -v[:, 0]], -1),
-                        torch.stack([-v[:, 1], v[:, 0], z], -1)], dim=1)
-
-
-def edge_rotation(vectors: torch.Tensor) -> torch.Tensor:
-    """``[E, 3]`` edge vectors -> ``[E, 3, 3]`` rotations ``R`` with ``R @ r_hat = +y``."""
-    a = vectors / torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
-    ay = a[:, 1]
-    eye = torch.eye(3, dtype=a.dtype, device=a.device).expand(a.shape[0], 3, 3)
-    zero = torch.zeros_like(ay)
-    # chart "up" (a_y >= 0): Rodrigues rotation a -> +y about a x y; denominator 1 + a_y >= 1
-    k_up = _skew(torch.stack([-a[:, 2], zero, a[:, 0]], dim=-1))
-    r_up = eye + k_up + (k_up @ k_up) / (1 + ay).clamp_min(0.5)[:, None, None]
-    # chart "down" (a_y < 0): a -> -y about a x (-y), then a half turn about x; 1 - a_y > 1
-    k_dn = _skew(torch.stack([a[:, 2], zero, -a[:, 0]], dim=-1))
-    r_dn = eye + k_dn + (k_dn @ k_dn) / (1 - ay).clamp_min(0.5)[:, None, None]
-    flip = torch.tensor([1.0, -1.0, -1.0], dtype=a.dtype, device=a.device)
-    r_dn = flip[None, :, None] * r_dn
-    return torch.where((ay >= 0)[:, None, None], r_up, r_dn)
-
-
 def random_rotation(n: int | None = None, generator=None, dtype=torch.float64,
                     device=None) -> torch.Tensor:
     """Uniformly random rotation matrices (QR of Gaussian matrices), ``[3, 3]`` or ``[n, 3, 3]``."""
@@ -115,4 +86,4 @@ def random_rotation(n: int | None = None, generator=None, dtype=torch.float64,
     return q[0] if n is None else q
 
 
-__all__ = ["WignerD", "block_diagonal", "edge_rotation", "random_rotation", "num_lm"]
+__all__ = ["WignerD", "block_diagonal", "random_rotation", "num_lm"]

@@ -1,0 +1,61 @@
+"""Allocator settings (allocator.py): what each ASE_SO3_MALLOC mode turns on, and that results
+are bit-identical with and without them. Each case runs in a fresh process, since the settings
+belong to the process."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPORT = ("import os, ase_so3, ase_so3.allocator as a; "
+          "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), '|', a.configure_from_environment())")
+
+
+def _run(code, malloc=None, thp=None, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("ASE_SO3_MALLOC", "THP_MEM_ALLOC_ENABLE")}
+    env.update({k: v for k, v in (("ASE_SO3_MALLOC", malloc), ("THP_MEM_ALLOC_ENABLE", thp))
+                if v is not None})
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, check=True).stdout.strip()
+
+
+def _glibc() -> bool:
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+def test_import_requests_huge_pages_by_default():
+    assert _run(REPORT) == "1 | huge pages"
+
+
+def test_system_mode_leaves_the_allocator_alone():
+    assert _run(REPORT, malloc="system") == "None | system default"
+
+
+def test_user_setting_of_the_torch_variable_wins():
+    assert _run(REPORT, thp="0") == "0 | system default"
+
+
+@pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
+def test_keep_mode_keeps_freed_memory_on_glibc():
+    assert _run(REPORT, malloc="keep") == "1 | huge pages + freed memory kept"
+
+
+def test_results_identical_whatever_the_allocator(tmp_path):
+    code = ("import sys, numpy as np, ase_so3, ase_so3.allocator as a\n"
+            "from ase.build import molecule\n"
+            "from ase_so3.calculator import SO3Calculator\n"
+            "a.configure_from_environment()\n"
+            "atoms = molecule('CH3CH2OH')\n"
+            "atoms.calc = SO3Calculator('escn-rmd17-ethanol', dtype='float64')\n"
+            "np.save(sys.argv[1], np.concatenate([[atoms.get_potential_energy()],"
+            " atoms.get_forces().ravel()]))\n")
+    results = []
+    for mode in ("system", "keep"):
+        path = tmp_path / f"{mode}.npy"
+        _run(code, mode, None, str(path))
+        results.append(np.load(path))
+    assert np.isfinite(results[0]).all()
+    np.testing.assert_array_equal(results[0], results[1])
