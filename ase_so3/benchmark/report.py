@@ -84,7 +84,8 @@ def _stability_table(mol: dict) -> list[str]:
 
 def _scaling_table(scaling: dict) -> list[str]:
     lines = [f"One convolution layer (forward + backward), {scaling['edges']} edges, "
-             f"{scaling['channels']} channels, {scaling['dtype']}, {scaling['threads']} thread(s):",
+             f"{scaling['channels']} channels, {scaling['dtype']}, {scaling['threads']} thread(s), "
+             f"allocator: {scaling.get('allocator', 'system default')}:",
              "", "| lmax | TFN ms | eSCN ms | TFN/eSCN |", "|---|---|---|---|"]
     for r in scaling["rows"]:
         t, e = r.get("tfn"), r.get("escn")

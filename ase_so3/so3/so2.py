@@ -19,7 +19,6 @@ With ``mmax = lmax`` and per-edge ``W_m`` this reproduces the full TFN convoluti
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
@@ -55,10 +54,19 @@ class EdgeFrame(NamedTuple):
     mmax: int
 
 
-@functools.lru_cache(maxsize=None)
+_LAYOUTS: dict = {}  # a plain dict, not functools.lru_cache, which torch.compile warns about
+
+
 def _frame_layout(lmax: int, mmax: int, dense_max: int):
-    """Per group of degrees: the degrees, the kept rows as (l, m) in degree-major order, and
-    their positions in the group's block-diagonal matrix."""
+    """Per group of degrees: the degrees, the kept rows as (l, m) in degree-major order (m-major
+    when there is one group), and their positions in the group's block-diagonal matrix."""
+    key = (lmax, mmax, dense_max)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = _build_layout(lmax, mmax, dense_max)
+    return _LAYOUTS[key]
+
+
+def _build_layout(lmax: int, mmax: int, dense_max: int):
     top = min(lmax, dense_max)
     groups = [list(range(top + 1))] + [[l] for l in range(top + 1, lmax + 1)]
     layout = []
