@@ -86,6 +86,7 @@ class EdgeWignerD(nn.Module):
         p_blocks = wigner.blocks(_rot_x(math.pi / 2)[None])
         theta = 0.3
         y_blocks = wigner.blocks(_rot_y(theta)[None])
+        signs = []
         for l in range(1, lmax + 1):
             q, mirror = q_blocks[l][0], torch.arange(2 * l, -1, -1)
             m = torch.arange(-l, l + 1).abs().to(torch.float64)
@@ -104,7 +105,11 @@ class EdgeWignerD(nn.Module):
             self.register_buffer(f"fold_{l}", fold.reshape(4 * (2 * l + 1), -1).contiguous(),
                                  False)
             self.register_buffer(f"last_{l}", q.contiguous(), False)  # (Q^T)^T
-            self.register_buffer(f"sign_{l}", sign, False)
+            signs.append(sign)
+        # |m| of each row of degrees 1..lmax, and the sign of its sin term, all degrees at once
+        self.register_buffer("abs_m", torch.cat([torch.arange(-l, l + 1).abs()
+                                                 for l in range(1, lmax + 1)]), False)
+        self.register_buffer("signs", torch.cat(signs) if signs else torch.zeros(0), False)
 
     def blocks(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         e = vectors.shape[0]
@@ -117,18 +122,20 @@ class EdgeWignerD(nn.Module):
         cos_a, sin_a = _multiples(ca, -sa, self.lmax)
         cos_b, sin_b = _multiples(cb, -sb, self.lmax)
         on = tilted.to(vectors.dtype)[:, None]
-        for l in range(1, self.lmax + 1):
+        sizes = [2 * l + 1 for l in range(1, self.lmax + 1)]
+        # rows of Y(-alpha) and Y(-beta) for every degree: one gather each, split per degree
+        rows = [t.index_select(1, self.abs_m) for t in (cos_a, sin_a, cos_b, sin_b)]
+        rows[1], rows[3] = rows[1] * self.signs, rows[3] * self.signs
+        for l, c2, s2, c1, s1 in zip(range(1, self.lmax + 1),
+                                     *(t.split(sizes, dim=1) for t in rows)):
             q = 2 * l + 1
-            m = torch.arange(-l, l + 1, device=vectors.device).abs()
-            sign = getattr(self, f"sign_{l}")
-            c2, s2 = cos_a[:, m], sin_a[:, m] * sign  # rows of Y(-alpha)
-            c1, s1 = cos_b[:, m], sin_b[:, m] * sign  # rows of Y(-beta)
             # (Q Y(-alpha) A1)^T and the same with mirrored columns, A1 = D(P) on the tilted
             # chart: coefficients [E, (chart, cos/sin, a)] times the fixed fold
             coeff = torch.cat([c2, s2], dim=1)
             coeff = torch.cat([coeff * (1 - on), coeff * on], dim=1)
-            t2 = (coeff @ getattr(self, f"fold_{l}")).view(e, 2, q, q)
-            t3 = c1[:, None, :] * t2[:, 0] + s1[:, None, :] * t2[:, 1]  # (Y(-beta) Q Y A1)^T
+            # unbind, not t2[:, 0]: its backward is one stack, not a zero-filled tensor each
+            t2, t2_mirror = (coeff @ getattr(self, f"fold_{l}")).view(e, 2, q, q).unbind(1)
+            t3 = c1[:, None, :] * t2 + s1[:, None, :] * t2_mirror  # (Y(-beta) Q Y A1)^T
             d_t = (t3.reshape(e * q, q) @ getattr(self, f"last_{l}")).view(e, q, q)  # D^T
             out.append(d_t.transpose(1, 2))
         return out

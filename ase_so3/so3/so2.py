@@ -54,12 +54,19 @@ class EdgeFrame(NamedTuple):
     mmax: int
 
 
+class _Group(NamedTuple):
+    degrees: list  # the degrees in this block of the frame
+    lms: list  # its kept rows as (l, m)
+    scatter: tuple | None  # multi-degree groups: where each block entry goes (see edge_frame)
+
+
 _LAYOUTS: dict = {}  # a plain dict, not functools.lru_cache, which torch.compile warns about
 
 
 def _frame_layout(lmax: int, mmax: int, dense_max: int):
-    """Per group of degrees: the degrees, the kept rows as (l, m) in degree-major order (m-major
-    when there is one group), and their positions in the group's block-diagonal matrix."""
+    """Per group of degrees (:class:`_Group`): the kept rows as (l, m) in degree-major order
+    (m-major when there is one group), and for a multi-degree group where each entry of its
+    blocks goes in the flattened ``[rows, cols]`` frame matrix."""
     key = (lmax, mmax, dense_max)
     if key not in _LAYOUTS:
         _LAYOUTS[key] = _build_layout(lmax, mmax, dense_max)
@@ -81,20 +88,42 @@ def _build_layout(lmax: int, mmax: int, dense_max: int):
     if len(layout) == 1:  # one group: its rows in m-major order, so the product gives the blocks
         order = sorted(range(len(lms)), key=lambda i: (abs(lms[i][1]), lms[i][1] < 0, lms[i][0]))
         layout = [(degrees, [lms[i] for i in order], [positions[i] for i in order])]
-    return layout
+    return [_Group(degrees, lms, _scatter(degrees, positions) if len(degrees) > 1 else None)
+            for degrees, lms, positions in layout]
+
+
+def _scatter(degrees: list[int], positions: list[int]) -> tuple:
+    """Source entries (in the concatenated flattened blocks) and their targets in the flattened
+    ``[len(positions), sum(2l+1)]`` matrix whose row r is row ``positions[r]`` of the
+    block-diagonal matrix."""
+    cols = sum(2 * l + 1 for l in degrees)
+    row_of = {p: r for r, p in enumerate(positions)}
+    source, target, start, offset = [], [], 0, 0
+    for l in degrees:
+        n = 2 * l + 1
+        for a in range(n):
+            if offset + a in row_of:
+                source += range(start + a * n, start + (a + 1) * n)
+                target += range(row_of[offset + a] * cols + offset,
+                                row_of[offset + a] * cols + offset + n)
+        start, offset = start + n * n, offset + n
+    return source, target, len(positions), cols
 
 
 def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int) -> EdgeFrame:
     """Wigner-D blocks ``[D^0, D^1, ...]`` (``[E, 2l+1, 2l+1]``) -> :class:`EdgeFrame`, to pass
     to :func:`rotate_to_edge_frame` and :func:`rotate_from_edge_frame`."""
-    from ase_so3.so3.wigner import block_diagonal
     mats = []
-    for degrees, _, positions in _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L):
-        if len(degrees) > 1:
-            full = block_diagonal(blocks[:degrees[-1] + 1])
-            if positions != list(range(full.shape[1])):
-                full = full[:, torch.tensor(positions, dtype=torch.long, device=full.device)]
-            mats.append(full)
+    for degrees, _, scatter in _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L):
+        if scatter is not None:  # one copy in, one gather in backward (block_diagonal: many)
+            source, target, rows, cols = scatter
+            e = blocks[0].shape[0]
+            flat = torch.cat([blocks[l].reshape(e, (2 * l + 1) ** 2) for l in degrees], dim=1)
+            if len(source) < flat.shape[1]:
+                flat = flat[:, torch.tensor(source, dtype=torch.long, device=flat.device)]
+            index = torch.tensor(target, dtype=torch.long, device=flat.device)
+            mats.append(flat.new_zeros((e, rows * cols)).index_copy(1, index, flat)
+                        .view(e, rows, cols))
         else:
             l, k = degrees[0], min(degrees[0], mmax)
             mats.append(blocks[l] if k == l else blocks[l][:, l - k:l + k + 1])
