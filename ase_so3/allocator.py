@@ -5,9 +5,9 @@ glibc's malloc serves every request above its mmap threshold (at most 32 MiB) wi
 of temporary tensors of 10-300 MB, so each is page-faulted in again, one 4 KiB page at a time.
 Measured on the 2-core CI machine (PyTorch 2.13 CPU, one thread), cloning an 83 MB tensor:
 52 ms by default, 13 ms with 2 MiB transparent huge pages, 10 ms with freed memory kept (9 ms to
-copy into memory that is already mapped). One eSCN layer at 100k edges, forward and backward,
-lmax 4 / 6: 2.7 / 8.3 s by default, 2.1 / 5.7 s with huge pages, 1.7 / 3.7 s with freed memory
-kept.
+copy into memory that is already mapped). One layer at 100k edges, forward and backward
+(``ase-so3 benchmark scaling``, docs/benchmarks.md), lmax 4 / 6: eSCN 3.0 / 7.8 s by default and
+2.0 / 4.1 s with huge pages; TFN 26.5 / 113 s and 16.5 / 58 s.
 
 Two remedies, both for the whole process:
 
