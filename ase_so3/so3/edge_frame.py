@@ -15,8 +15,9 @@ only mixes ``m`` with ``-m`` (rows ``cos(|m| theta)``, ``±sin(|m| theta)``). Th
 from :class:`~ase_so3.so3.wigner.WignerD` of the fixed 3x3 rotations; per edge only elementwise
 products with ``cos(m theta)``, ``sin(m theta)`` and two products with fixed matrices remain (large
 matrix products over all edges), instead of :class:`WignerD`'s degree-by-degree recursion of small
-per-edge products (3-4x slower at 100k edges). The frame's roll about the edge jumps between the
-charts; everything built on it is invariant to that roll (tested).
+per-edge products. Measured at 100k edges, forward and backward, one CPU thread: 0.52 s vs 0.67 s
+at lmax 4, 1.33 s vs 1.78 s at lmax 6. The frame's roll about the edge jumps between the charts;
+everything built on it is invariant to that roll (tested).
 """
 
 from __future__ import annotations
