@@ -109,7 +109,7 @@ class EdgeWignerD(nn.Module):
             signs.append(sign)
         # |m| of each row of degrees 1..lmax, and the sign of its sin term, all degrees at once
         self.register_buffer("abs_m", torch.cat([torch.arange(-l, l + 1).abs()
-                                                 for l in range(1, lmax + 1)]), False)
+                                                 for l in range(lmax + 1)])[1:], False)
         self.register_buffer("signs", torch.cat(signs) if signs else torch.zeros(0), False)
 
     def blocks(self, vectors: torch.Tensor) -> list[torch.Tensor]:
