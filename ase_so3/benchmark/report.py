@@ -31,6 +31,11 @@ def _accuracy_table(mol: dict) -> list[str]:
     return lines + ["", f"Test structures: {n}."] if n else lines
 
 
+def _atoms(row: dict) -> int | None:
+    """Size of a speed-table system: the atom count any model's measurement recorded."""
+    return next((r["atoms"] for r in row.values() if "atoms" in r), None)
+
+
 def _speed_table(mol: dict) -> list[str]:
     speed = mol.get("speed", {})
     if not speed:
@@ -43,11 +48,8 @@ def _speed_table(mol: dict) -> list[str]:
     mem = ["| system | atoms | " + " | ".join(
         f"{NAMES.get(m, m)} atom·steps/s | {NAMES.get(m, m)} peak MB" for m in models) + " |",
         "|---|---|" + "---|---|" * len(models)]
-    def size(item):
-        return next((r["atoms"] for r in item[1].values() if "atoms" in r), 0)
-
-    for name, row in sorted(speed.items(), key=size):
-        atoms = next((r["atoms"] for r in row.values() if "atoms" in r), None)
+    for name, row in sorted(speed.items(), key=lambda item: _atoms(item[1]) or 0):
+        atoms = _atoms(row)
         row = {m: row.get(m, {}) for m in models}  # models not timed on this system: "—"
         cells = [_f(row[m].get("latency_ms"), ".1f") if "error" not in row[m] else "error"
                  for m in models]

@@ -86,7 +86,9 @@ def _build_layout(lmax: int, mmax: int, dense_max: int):
             offset += 2 * l + 1
         layout.append((degrees, lms, positions))
     if len(layout) == 1:  # one group: its rows in m-major order, so the product gives the blocks
-        order = sorted(range(len(lms)), key=lambda i: (abs(lms[i][1]), lms[i][1] < 0, lms[i][0]))
+        rank = {row: i for i, row in enumerate(m_major_rows(lmax, mmax))}
+        order = sorted(range(len(lms)),
+                       key=lambda i: rank[lms[i][0] ** 2 + lms[i][0] + lms[i][1]])
         layout = [(degrees, [lms[i] for i in order], [positions[i] for i in order])]
     return [_Group(degrees, lms, _scatter(degrees, positions) if len(degrees) > 1 else None)
             for degrees, lms, positions in layout]
@@ -177,7 +179,8 @@ def rotate_from_edge_frame(y: list[torch.Tensor], frame: EdgeFrame) -> torch.Ten
 
 def so2_linear(x_rot: list[torch.Tensor], weights: list[torch.Tensor], lmax: int, mmax: int,
                input_scale: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Apply ``W_m`` to the edge-frame m-blocks ``[E, rows_m, c_in]`` (:func:`rotate_to_edge_frame`).
+    """Apply ``W_m`` to the edge-frame m-blocks ``[E, rows_m, c_in]``
+    (from :func:`rotate_to_edge_frame`).
 
     ``weights[m]``: ``[n_m * c_in, n_m * c_out]`` shared by all edges, or
     ``[E, n_m * c_in, n_m * c_out]`` per edge, where ``n_m = lmax - m + 1`` and the flattened
