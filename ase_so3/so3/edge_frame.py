@@ -149,9 +149,9 @@ class EdgeWignerD(nn.Module):
         index = None if compiling else tilted.nonzero()[:, 0]
         rows = d if index is None else d.index_select(0, index)
         k = rows.shape[0]
-        fixed = torch.cat([(blk.reshape(k * (2 * l + 1), 2 * l + 1) @ getattr(self, f"chart_{l}"))
-                           .view(k, -1) for l, blk in zip(range(1, self.lmax + 1),
-                                                          rows.split(self.sizes, dim=1))], dim=1)
+        fixed = torch.cat([(blk.reshape(k * w, w) @ getattr(self, f"chart_{l}")).view(k, w * w)
+                           for l, w, blk in zip(range(1, self.lmax + 1), self.widths,
+                                                rows.split(self.sizes, dim=1))], dim=1)
         if index is None:
             return torch.where(tilted[:, None], fixed, d)
         return d.index_copy_(0, index, fixed)  # in place: d is a temporary that no one saved
