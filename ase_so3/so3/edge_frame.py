@@ -33,19 +33,13 @@ from ase_so3.so3.wigner import WignerD
 _CHART_SWITCH = 1 / math.sqrt(2)  # |r_y| above this: the tilted chart
 
 
-def _rot_x(theta: float) -> torch.Tensor:
+def _rotation(axis: int, theta: float) -> torch.Tensor:
+    """The float64 3x3 rotation by ``theta`` about coordinate axis 0 (x), 1 (y) or 2 (z)."""
     c, s = math.cos(theta), math.sin(theta)
-    return torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
-
-
-def _rot_y(theta: float) -> torch.Tensor:
-    c, s = math.cos(theta), math.sin(theta)
-    return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
-
-
-def _rot_z(theta: float) -> torch.Tensor:
-    c, s = math.cos(theta), math.sin(theta)
-    return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]  # the plane it turns, in right-handed order
+    r = torch.eye(3, dtype=torch.float64)
+    r[i, i], r[j, j], r[j, i], r[i, j] = c, c, s, -s
+    return r
 
 
 def _chart(vectors: torch.Tensor):
@@ -72,7 +66,7 @@ def edge_rotation(vectors: torch.Tensor) -> torch.Tensor:
     r = torch.stack([torch.stack([ca, z, -sa], -1),
                      torch.stack([sb * sa, cb, sb * ca], -1),
                      torch.stack([cb * sa, -sb, cb * ca], -1)], dim=1)
-    p = _rot_x(math.pi / 2).to(dtype=vectors.dtype, device=vectors.device)
+    p = _rotation(0, math.pi / 2).to(dtype=vectors.dtype, device=vectors.device)
     return torch.where(tilted[:, None, None], r @ p, r)
 
 
@@ -84,10 +78,10 @@ class EdgeWignerD(nn.Module):
         super().__init__()
         self.lmax = lmax
         wigner = WignerD(lmax).to(torch.float64)
-        q_blocks = wigner.blocks(_rot_z(math.pi / 2)[None])
-        p_blocks = wigner.blocks(_rot_x(math.pi / 2)[None])
+        q_blocks = wigner.blocks(_rotation(2, math.pi / 2)[None])
+        p_blocks = wigner.blocks(_rotation(0, math.pi / 2)[None])
         theta = 0.3
-        y_blocks = wigner.blocks(_rot_y(theta)[None])
+        y_blocks = wigner.blocks(_rotation(1, theta)[None])
         folds, mirrored, col_m, col_sign = [], [], [], []
         for l in range(1, lmax + 1):
             q, mirror, n = q_blocks[l][0], torch.arange(2 * l, -1, -1), 2 * l + 1

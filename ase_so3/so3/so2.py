@@ -112,23 +112,37 @@ def _scatter(degrees: list[int], positions: list[int]) -> tuple:
     return source, target, len(positions), cols
 
 
+_INDICES: dict = {}
+
+
+def _indices(key: tuple, scatter: tuple, device) -> tuple:
+    """A group's ``scatter`` with its index lists as tensors on ``device``, made once per layout
+    ``key`` and device (no host-to-device copy per forward)."""
+    key = key + (str(device),)
+    if key not in _INDICES:
+        source, target, rows, cols = scatter
+        as_index = lambda v: torch.tensor(v, dtype=torch.long, device=device)  # noqa: E731
+        _INDICES[key] = (as_index(source), as_index(target), rows, cols)
+    return _INDICES[key]
+
+
 def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int) -> EdgeFrame:
     """Wigner-D blocks ``[D^0, D^1, ...]`` (``[E, 2l+1, 2l+1]``) -> :class:`EdgeFrame`, to pass
     to :func:`rotate_to_edge_frame` and :func:`rotate_from_edge_frame`."""
     mats = []
-    for degrees, _, scatter in _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L):
+    for k, (degrees, _, scatter) in enumerate(_frame_layout(lmax, mmax, DENSE_FRAME_MAX_L)):
         if scatter is not None:  # one copy in, one gather in backward (block_diagonal: many)
-            source, target, rows, cols = scatter
+            source, target, rows, cols = _indices((lmax, mmax, DENSE_FRAME_MAX_L, k), scatter,
+                                                  blocks[0].device)
             e = blocks[0].shape[0]
             flat = torch.cat([blocks[l].reshape(e, (2 * l + 1) ** 2) for l in degrees], dim=1)
-            if len(source) < flat.shape[1]:
-                flat = flat[:, torch.tensor(source, dtype=torch.long, device=flat.device)]
-            index = torch.tensor(target, dtype=torch.long, device=flat.device)
-            mats.append(flat.new_zeros((e, rows * cols)).index_copy(1, index, flat)
+            if source.numel() < flat.shape[1]:
+                flat = flat[:, source]
+            mats.append(flat.new_zeros((e, rows * cols)).index_copy(1, target, flat)
                         .view(e, rows, cols))
         else:
-            l, k = degrees[0], min(degrees[0], mmax)
-            mats.append(blocks[l] if k == l else blocks[l][:, l - k:l + k + 1])
+            l, kept = degrees[0], min(degrees[0], mmax)
+            mats.append(blocks[l] if kept == l else blocks[l][:, l - kept:l + kept + 1])
     return EdgeFrame(tuple(mats), lmax, mmax)
 
 
