@@ -19,14 +19,14 @@ Two remedies, both for the whole process:
   only if set before PyTorch's first allocation, hence at import, and only where the kernel allows
   THP (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``).
 * :func:`keep_freed_memory` (opt-in, ``ASE_SO3_MALLOC=keep``; the ``ase-so3`` commands and
-  benchmark workers apply it) makes malloc serve blocks below 256 MiB from its heap and never trim
-  the heap (``mallopt(M_MMAP_THRESHOLD, 256 MiB)``, ``mallopt(M_TRIM_THRESHOLD, -1)``): freed
+  benchmark workers apply it) makes malloc serve blocks below 512 MiB from its heap and never trim
+  the heap (``mallopt(M_MMAP_THRESHOLD, 512 MiB)``, ``mallopt(M_TRIM_THRESHOLD, -1)``): freed
   memory is reused without a page fault, while larger blocks still come from ``mmap`` and go back
   on free, which bounds the fragmentation of the heap. The process keeps the heap of its largest
-  step. Measured at 100k edges (one layer, forward + backward, one thread): eSCN lmax 6 3.2 s
-  vs 4.9 s with huge pages alone; TFN lmax 4 11.9 s vs 16.2 s, TFN lmax 6 51 s at a 20.5 GB peak
-  (19.8 GB without). Keeping *every* block on the heap (``M_MMAP_MAX = 0``, this mode's first
-  version) ran that TFN layer out of 24 GB.
+  step. Measured in session 5 (one layer at 100k edges, forward + backward, one thread): TFN
+  lmax 6 39 s at a 21.2 GB peak (a 256 MiB threshold: 50 s at 20.5 GB; huge pages alone: 58 s
+  at 19.8 GB); eSCN lmax 6 3.3 s (256 MiB: 3.6 s). Keeping *every* block on the heap
+  (``M_MMAP_MAX = 0``, this mode's first version) ran that TFN layer out of 24 GB.
 
 ``ASE_SO3_MALLOC=system`` leaves the allocator alone. Results are bit-identical either way
 (tested); the benchmarks record which setting they ran with.
@@ -42,7 +42,7 @@ import sys
 _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 _NEVER_TRIM = -1  # M_TRIM_THRESHOLD -1: never give the heap's free top back (mallopt(3))
-KEEP_BELOW = 256 * 2 ** 20  # blocks this large and up still come from mmap and go back on free
+KEEP_BELOW = 512 * 2 ** 20  # blocks this large and up still come from mmap and go back on free
 
 _state = {"kept": False}
 
