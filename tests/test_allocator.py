@@ -81,8 +81,8 @@ def test_keep_mode_reuses_freed_blocks_and_returns_large_ones():
 
     Huge-page tensors are 2 MiB-aligned (posix_memalign), and glibc serves an aligned request
     from a block of size + alignment: a freed block can be just too small for the next request,
-    so the heap may grow a few times before every request fits (seen: up to 4 of 19 rounds, in
-    150 runs; most runs reuse from the second round on, and CI once caught the second round)."""
+    so the heap may grow a few times before every request fits (seen here: at most 4 faulting
+    reallocations of 11 in 150 runs, most runs none; CI once caught one on the first reuse)."""
     faulting, _, returned_mb = map(float, _run(REUSE, "keep").split())
     assert faulting <= 9, f"{faulting:.0f} of 19 reallocations faulted with freed memory kept"
     assert returned_mb > 500
