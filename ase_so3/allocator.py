@@ -21,13 +21,14 @@ Two remedies, both for the whole process:
 * :func:`keep_freed_memory` (opt-in, ``ASE_SO3_MALLOC=keep``; the ``ase-so3`` commands and
   benchmark workers apply it) makes malloc serve blocks below 512 MiB from its heap and never trim
   the heap (``mallopt(M_MMAP_THRESHOLD, 512 MiB)``, ``mallopt(M_TRIM_THRESHOLD, -1)``): freed
-  memory is reused without a page fault (once the heap has settled: 2 MiB-aligned huge-page
-  blocks can grow it a few times first, see tests/test_allocator.py), while larger blocks still
-  come from ``mmap`` and go back on free, which bounds the fragmentation of the heap. The process keeps the heap of its largest
-  step. Measured in session 5 (one layer at 100k edges, forward + backward, one thread): TFN
-  lmax 6 39-42 s at a 21.2-22.0 GB peak (a 256 MiB threshold: 50 s at 20.5 GB; huge pages
-  alone: 58 s at 19.8 GB); eSCN lmax 6 3.2-3.3 s (256 MiB: 3.6 s; huge pages alone: 3.9 s). Keeping *every* block on the heap
-  (``M_MMAP_MAX = 0``, this mode's first version) ran that TFN layer out of 24 GB.
+  memory is reused without a page fault (once the heap has settled: 2 MiB-aligned huge-page blocks
+  can grow it a few times first, see tests/test_allocator.py), while larger blocks still come from
+  ``mmap`` and go back on free, which bounds the fragmentation of the heap. The process keeps the
+  heap of its largest step. Measured in session 5 (one layer at 100k edges, forward + backward,
+  one thread): TFN lmax 6 39-42 s at a 21.2-22.0 GB peak (a 256 MiB threshold: 50 s at 20.5 GB;
+  huge pages alone: 58 s at 19.8 GB); eSCN lmax 6 3.2-3.3 s (256 MiB: 3.6 s; huge pages alone:
+  3.9 s). Keeping *every* block on the heap (``M_MMAP_MAX = 0``, this mode's first version) ran that
+  TFN layer out of 24 GB.
 
 ``ASE_SO3_MALLOC=system`` leaves the allocator alone. Results are bit-identical either way
 (tested); the benchmarks record which setting they ran with.
