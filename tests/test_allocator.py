@@ -69,15 +69,16 @@ REUSE = ("import os, resource, torch, ase_so3, ase_so3.allocator as a\n"
          "for _ in range(20):\n"  # a 100 MB tensor, made and freed 20 times
          "    before = faults(); x = torch.ones(25_000_000); refaults.append(faults() - before); del x\n"
          "big = torch.ones(150_000_000); held = rss(); del big\n"  # 600 MB, above 512 MiB
-         "print(sum(f > 100 for f in refaults[1:]), min(refaults[1:]), (held - rss()) / 2 ** 20)")
+         "print(sum(f > 20 for f in refaults[1:]), min(refaults[1:]), (held - rss()) / 2 ** 20)")
 
 
 @pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
 def test_keep_mode_reuses_freed_blocks_and_returns_large_ones():
     """keep: a freed 100 MB block is reused without page faults; a 600 MB block (above the
     512 MiB threshold) still goes back to the system on free. Without keep, every one of the 19
-    reallocations faults its pages in again: ~900 faults with huge pages (the default), ~24,000
-    in 4 KiB pages (system).
+    reallocations faults its pages in again: ~900 faults here with huge pages (the default; at
+    least 48 where every 2 MiB page is huge), ~24,000 in 4 KiB pages (system). A reused block
+    takes 0-1 faults, so more than 20 counts as faulting.
 
     Huge-page tensors are 2 MiB-aligned (posix_memalign), and glibc serves an aligned request
     from a block of size + alignment: a freed block can be just too small for the next request,
@@ -87,6 +88,6 @@ def test_keep_mode_reuses_freed_blocks_and_returns_large_ones():
     assert faulting <= 9, f"{faulting:.0f} of 19 reallocations faulted with freed memory kept"
     assert returned_mb > 500
     faulting_default, fewest_default, _ = map(float, _run(REUSE, None).split())
-    assert faulting_default == 19 and fewest_default > 100
+    assert faulting_default == 19 and fewest_default > 20
     faulting_system, fewest_system, _ = map(float, _run(REUSE, "system").split())
     assert faulting_system == 19 and fewest_system > 10_000  # 100 MB in 4 KiB pages: ~24,000
