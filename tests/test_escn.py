@@ -107,17 +107,20 @@ def test_energy_invariant_to_roll_about_edge(monkeypatch):
     ref = checks.evaluate(model, [atoms])[0]
     gen = torch.Generator().manual_seed(5)
 
-    plain, wigner = model.wigner.blocks, WignerD(model.config.lmax).to(torch.float64)
+    wigner, calls = WignerD(model.config.lmax).to(torch.float64), []
 
     def rolled(vectors):  # the edge frame followed by a random rotation about +y, per edge
-        rot = plain(vectors)[1]
+        calls.append(vectors.shape[0])
+        rot = edge_rotation(vectors)
         phi = torch.rand(vectors.shape[0], generator=gen, dtype=vectors.dtype) * 2 * np.pi
         c, s, z, o = torch.cos(phi), torch.sin(phi), torch.zeros_like(phi), torch.ones_like(phi)
         roll_y = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1),
                               torch.stack([-s, z, c], -1)], dim=1)  # rotation about +y
-        return wigner.blocks(roll_y @ rot)
+        blocks = wigner.blocks(roll_y @ rot)[1:]  # as EdgeWignerD.flat lays them out
+        return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)
 
-    monkeypatch.setattr(model.wigner, "blocks", rolled)
+    monkeypatch.setattr(model.wigner, "flat", rolled)
     out = checks.evaluate(model, [atoms])[0]
     assert abs(out["energy"] - ref["energy"]) < 1e-10
     assert np.abs(out["forces"] - ref["forces"]).max() < 1e-10
+    assert calls  # the model builds its frame from EdgeWignerD.flat

@@ -53,8 +53,8 @@ def _layer(method: str, lmax: int, edges: int, channels: int, device: str, dtype
                  .requires_grad_(True) for n in sizes]
 
         def step():
-            blocks = wigner.blocks(vec)
-            frame = so2.edge_frame(blocks, lmax, lmax)
+            flat = wigner.flat(vec)
+            frame = so2.edge_frame(wigner.split(flat), lmax, lmax, flat=flat)
             y = so2.so2_linear(so2.rotate_to_edge_frame(x, frame), weights, lmax, lmax,
                                input_scale=scale)
             so2.rotate_from_edge_frame(y, frame).backward(grad_out)
@@ -90,7 +90,7 @@ def worker(method: str, lmax: int, edges: int, channels: int, device: str, repea
 def _run_one(args, method: str, lmax: int) -> dict | None:
     cmd = [sys.executable, "-m", "ase_so3.benchmark.scaling", "--worker", method, str(lmax),
            "--edges", str(args.edges), "--channels", str(args.channels), "--device", args.device,
-           "--repeats", str(args.repeats), "--dtype", args.dtype]
+           "--repeats", str(args.repeats), "--dtype", args.dtype, "--kernels", args.kernels]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     try:
@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="stop measuring TFN at larger lmax once one step takes longer")
     p.add_argument("--fit-from", type=int, default=2, help="fit exponents on lmax >= this")
+    p.add_argument("--kernels", default="torch", choices=["torch", "cpp"],
+                   help="eSCN edge rotations: batched products (torch) or the fused CPU kernels "
+                        "(cpp, so3/cpu_kernels.py); TFN has no such kernels")
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "LMAX"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -172,16 +175,19 @@ def main(argv=None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     if args.worker:
+        from ase_so3.so3 import cpu_kernels
+        cpu_kernels.set_backend(args.kernels)
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.edges, args.channels,
                                 args.device, args.repeats, args.dtype)))
         return 0
     print(f"one convolution layer, forward + backward: {args.edges} edges, {args.channels} "
           f"channels, {args.dtype}, {args.device}, {_threads()} threads, allocator: "
-          f"{allocator}\n")
+          f"{allocator}, eSCN rotation kernels: {args.kernels}\n")
     print("| lmax | TFN ms | eSCN ms | TFN/eSCN | TFN peak MB | eSCN peak MB |")
     print("|---|---|---|---|---|---|")
     result = run(args)
     result["allocator"] = allocator
+    result["kernels"] = args.kernels
     e = result["exponents"]
     print(f"\nfitted cost ~ lmax^k for lmax >= {args.fit_from}: TFN k = {e['tfn']:.2f}, "
           f"eSCN k = {e['escn']:.2f}")

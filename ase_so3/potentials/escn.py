@@ -101,8 +101,9 @@ class ESCN(Potential):
     def node_energies(self, graph, species, vectors):
         r = torch.linalg.vector_norm(vectors, dim=-1)
         basis, envelope = self.basis(r), self.envelope(r)
-        blocks = self.wigner.blocks(vectors)  # D^l of the edge frame: [E, 2l+1, 2l+1]
-        frame = so2.edge_frame(blocks, self.config.lmax, self.config.mmax)
+        flat = self.wigner.flat(vectors)  # D^l of the edge frame, flattened side by side
+        frame = so2.edge_frame(self.wigner.split(flat), self.config.lmax, self.config.mmax,
+                               flat=flat)
         x = self.embedding(species)
         for layer in self.layers:
             x = layer(x, graph[K.EDGE_INDEX], basis, envelope, frame)

@@ -28,6 +28,7 @@ import math
 import torch
 from torch import nn
 
+from ase_so3.so3 import cpu_kernels
 from ase_so3.so3.wigner import WignerD
 
 _CHART_SWITCH = 1 / math.sqrt(2)  # |r_y| above this: the tilted chart
@@ -105,35 +106,59 @@ class EdgeWignerD(nn.Module):
             col_m.append(m.repeat(n))
             col_sign.append(-sign[mirror].repeat(n))
             self.register_buffer(f"chart_{l}", p_blocks[l][0].contiguous(), False)  # D(P)
+        self.register_buffer("chart_flat", torch.cat(  # the D(P) blocks as the kernels read them
+            [getattr(self, f"chart_{l}").reshape(-1) for l in range(1, lmax + 1)]
+            + [torch.zeros(0, dtype=torch.float64)]), False)
+        self.register_buffer("chart_flat_t", torch.cat(
+            [getattr(self, f"chart_{l}").T.reshape(-1) for l in range(1, lmax + 1)]
+            + [torch.zeros(0, dtype=torch.float64)]), False)
         self.widths = [2 * l + 1 for l in range(1, lmax + 1)]
         self.sizes = [n * n for n in self.widths]
         empty = torch.zeros(2 * lmax + 1, 0, dtype=torch.float64)
         # all N blocks, then all column-mirrored N blocks, for one product over every degree
         self.register_buffer("fold", torch.cat(folds + mirrored, dim=1) if folds else empty,
                              False)
+        for n, ms, signs in zip(self.widths, col_m, col_sign):  # the fused kernel relies on it
+            assert (ms.view(n, n) == ms[:n]).all() and (signs.view(n, n) == signs[:n]).all(), \
+                "m and sign of an entry depend on its column only"
         self.register_buffer("col_m", torch.cat(col_m) if col_m else torch.zeros(0).long(), False)
         self.register_buffer("col_sign", torch.cat(col_sign) if col_m else torch.zeros(0), False)
 
     def blocks(self, vectors: torch.Tensor) -> list[torch.Tensor]:
+        return self.split(self.flat(vectors))
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`flat`'s ``[E, T]`` -> ``[D^0, ..., D^lmax]`` (views, ``D^0 = 1`` added)."""
+        e = flat.shape[0]
+        out = [torch.ones((e, 1, 1), dtype=flat.dtype, device=flat.device)]
+        return out + [blk.view(e, 2 * l + 1, 2 * l + 1) for l, blk in
+                      zip(range(1, self.lmax + 1), flat.split(self.sizes, dim=1))]
+
+    def flat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[E, T]``: the blocks ``D^1 .. D^lmax``, each flattened row-major, side by side."""
         e = vectors.shape[0]
+        if self.lmax == 0:
+            return vectors.new_zeros((e, 0))
         b, tilted = _chart(vectors)
         ca, sa, cb, sb = _angles(b)
-        out = [torch.ones((e, 1, 1), dtype=vectors.dtype, device=vectors.device)]
-        if self.lmax == 0:
-            return out
         # cos(k theta), sin(k theta) for k = 0..lmax by powers of exp(i theta)
         cos_a, sin_a = _multiples(ca, sa, self.lmax)
         cos_b, sin_b = _multiples(cb, sb, self.lmax)
-        total = sum(self.sizes)
+        cs_b = torch.cat([cos_b, sin_b[:, 1:]], dim=1)
+        if cpu_kernels.use_kernels(cs_b):  # the same formula, fused per edge
+            return cpu_kernels.wigner_flat(self, cs_b, cos_a, sin_a, tilted)
+        return self.assemble(cs_b, cos_a, sin_a, tilted)
+
+    def assemble(self, cs_b, cos_a, sin_a, tilted) -> torch.Tensor:
+        """:meth:`flat` from the multiples ``[cos(k beta), sin(k beta)]`` (``[E, 2 lmax + 1]``),
+        ``cos(k alpha)``, ``sin(k alpha)`` (``[E, lmax + 1]``) and the chart of each edge."""
+        e, total = cs_b.shape[0], sum(self.sizes)
         # N(beta) and N with mirrored columns, every degree: one product with the fixed fold
-        n, n_mirror = (torch.cat([cos_b, sin_b[:, 1:]], dim=1) @ self.fold).view(
-            e, 2, total).unbind(1)  # unbind: its backward is one stack
+        n, n_mirror = (cs_b @ self.fold).view(e, 2, total).unbind(1)  # unbind: one stack back
         # times Y(-alpha) on the right: per column, cos and sin of its |m| alpha
         d = torch.addcmul(n * cos_a.index_select(1, self.col_m), n_mirror,
                           sin_a.index_select(1, self.col_m) * self.col_sign)
-        d = self._tilted_chart(d, tilted)
-        return out + [blk.view(e, 2 * l + 1, 2 * l + 1) for l, blk in
-                      zip(range(1, self.lmax + 1), d.split(self.sizes, dim=1))]
+        return self._tilted_chart(d, tilted)
 
     def _tilted_chart(self, d: torch.Tensor, tilted: torch.Tensor) -> torch.Tensor:
         """``D = (N Y(-alpha)) D(P)`` on the tilted chart: a product with a fixed matrix on the

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ase_so3.so3 import cpu_kernels
 from ase_so3.so3.clebsch_gordan import clebsch_gordan
 
 
@@ -52,6 +53,7 @@ class EdgeFrame(NamedTuple):
     matrices: tuple
     lmax: int
     mmax: int
+    flat: torch.Tensor | None = None  # set instead of matrices: the fused CPU kernels' input
 
 
 class _Group(NamedTuple):
@@ -126,9 +128,14 @@ def _indices(key: tuple, scatter: tuple, device) -> tuple:
     return _INDICES[key]
 
 
-def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int) -> EdgeFrame:
+def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int,
+               flat: torch.Tensor | None = None) -> EdgeFrame:
     """Wigner-D blocks ``[D^0, D^1, ...]`` (``[E, 2l+1, 2l+1]``) -> :class:`EdgeFrame`, to pass
-    to :func:`rotate_to_edge_frame` and :func:`rotate_from_edge_frame`."""
+    to :func:`rotate_to_edge_frame` and :func:`rotate_from_edge_frame`. With ``flat`` (the same
+    blocks as :meth:`~ase_so3.so3.edge_frame.EdgeWignerD.flat` gives them) and the ``cpp`` kernel
+    backend (:mod:`~ase_so3.so3.cpu_kernels`) on CPU, the rotations use the fused kernels."""
+    if flat is not None and cpu_kernels.use_kernels(flat):
+        return EdgeFrame((), lmax, mmax, flat)
     mats = []
     for k, (degrees, _, scatter) in enumerate(_frame_layout(lmax, mmax, DENSE_FRAME_MAX_L)):
         if scatter is not None:  # one copy in, one gather in backward (block_diagonal: many)
@@ -156,6 +163,8 @@ def rotate_to_edge_frame(x: torch.Tensor, frame: EdgeFrame) -> list[torch.Tensor
     """``[E, (lmax+1)^2, C]`` -> edge-frame features as m-blocks ``[E, rows_m, C]`` for
     m = 0..mmax (:func:`block_sizes`; concatenated, the rows of :func:`m_major_rows`)."""
     lmax, mmax = frame.lmax, frame.mmax
+    if frame.flat is not None:
+        return cpu_kernels.rotate_in(frame.flat, x, lmax, mmax)
     if len(frame.matrices) == 1:  # small lmax: one product, rows already in m-major order
         return list((frame.matrices[0] @ x).split(block_sizes(lmax, mmax), dim=1))
     layout = _frame_layout(lmax, mmax, DENSE_FRAME_MAX_L)
@@ -175,6 +184,8 @@ def rotate_to_edge_frame(x: torch.Tensor, frame: EdgeFrame) -> list[torch.Tensor
 def rotate_from_edge_frame(y: list[torch.Tensor], frame: EdgeFrame) -> torch.Tensor:
     """Inverse of :func:`rotate_to_edge_frame` on the kept rows: m-blocks -> ``[E, D, C]``."""
     lmax, mmax = frame.lmax, frame.mmax
+    if frame.flat is not None:
+        return cpu_kernels.rotate_out(frame.flat, y, lmax, mmax)
     if len(frame.matrices) == 1:
         return frame.matrices[0].transpose(1, 2) @ torch.cat(y, dim=1)
     rows = {}
