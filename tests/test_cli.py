@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from ase.io import read
 
 from ase_so3.cli import main
@@ -43,15 +44,16 @@ def test_console_script_runs():
     assert res.returncode == 0 and "registered models" in res.stdout
 
 
-def test_scaling_benchmark_runs_tiny(capsys, tmp_path):
+@pytest.mark.parametrize("kernels", ["torch", "cpp"])
+def test_scaling_benchmark_runs_tiny(capsys, tmp_path, kernels):
     out = tmp_path / "s.json"
     assert main(["benchmark", "scaling", "--edges", "200", "--channels", "4", "--lmax", "1", "2",
-                 "--repeats", "1", "--json", str(out)]) == 0
+                 "--repeats", "1", "--kernels", kernels, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "TFN/eSCN" in text and "fitted cost" in text
     import json
     data = json.loads(out.read_text())
-    assert [r["lmax"] for r in data["rows"]] == [1, 2]
+    assert [r["lmax"] for r in data["rows"]] == [1, 2] and data["kernels"] == kernels
     assert all(r["tfn"]["seconds"] > 0 and r["escn"]["seconds"] > 0 for r in data["rows"])
 
 

@@ -156,7 +156,7 @@ def test_bad_backend_and_bad_shapes_give_clear_errors(cpp):
     d = torch.zeros(4, 9 + 25)
     with pytest.raises(RuntimeError, match="features have 16 rows, expected 9"):
         cpu_kernels.rotate_in(d, torch.zeros(4, 16, 8), 2, 2)
-    with pytest.raises(RuntimeError, match="m-blocks"):
+    with pytest.raises(RuntimeError, match="m-blocks"):  # one block where there are three
         cpu_kernels.rotate_out(d, [torch.zeros(4, 3, 8)], 2, 2)
     with pytest.raises(RuntimeError, match="differ in dtype"):
         cpu_kernels.rotate_in(d, torch.zeros(4, 9, 8, dtype=torch.float64), 2, 2)

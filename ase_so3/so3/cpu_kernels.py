@@ -68,6 +68,7 @@ def _load():
     global _MODULE
     if _MODULE is None:
         from torch.utils.cpp_extension import load
+        _ninja_on_path()
         folder = Path(__file__).with_name("kernels")
         sources = sorted(folder.glob("*.cpp"))
         # -march=native: the build is cached per source and CPU, never moved between machines
@@ -83,6 +84,18 @@ def _load():
                 f"`pip install ninja`); use the default backend ASE_SO3_KERNELS=torch: {exc}"
             ) from exc
     return _MODULE
+
+
+def _ninja_on_path() -> None:
+    """PyTorch's builder runs ``ninja`` from PATH; the PyPI ``ninja`` package (extra ``kernels``)
+    may sit in an environment whose scripts folder is not on it."""
+    import shutil
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
 def _cpu_flags() -> str:

@@ -230,6 +230,7 @@ std::vector<torch::Tensor> new_blocks(const Layout& lay, const torch::Tensor& li
 std::vector<torch::Tensor> rotate_in(torch::Tensor d, torch::Tensor x, torch::Tensor rows,
                                      torch::Tensor offsets, int64_t lmax, bool unit0) {
   const Layout lay = layout(rows, offsets, lmax);
+  TORCH_CHECK(x.dim() == 3, "features must be [E, (lmax+1)^2, C]");
   d = d.contiguous();
   x = x.contiguous();
   auto out = new_blocks(lay, x);
@@ -251,7 +252,7 @@ torch::Tensor rotate_out(torch::Tensor d, std::vector<torch::Tensor> y, torch::T
   const Layout lay = layout(rows, offsets, lmax);
   d = d.contiguous();
   for (auto& b : y) b = b.contiguous();
-  TORCH_CHECK(!y.empty(), "no m-blocks");
+  TORCH_CHECK(!y.empty() && y[0].dim() == 3, "expected m-blocks [E, rows_m, C]");
   auto out = torch::empty({y[0].size(0), lay.width, y[0].size(2)}, y[0].options());
   const int64_t c = check(lay, d, out, y), e_count = out.size(0), t = d.size(1);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rotate_out", [&] {
