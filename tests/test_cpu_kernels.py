@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 
 from ase_so3 import checks
 from ase_so3.so3 import cpu_kernels, so2
@@ -110,6 +111,9 @@ def test_escn_energy_forces_stress_equal_torch_path(cpp, small_cell, chiral):
     assert np.abs(ours[0]["stress"] - ref[0]["stress"]).max() < 1e-10
     errors = checks.finite_difference_errors(model, chiral, delta=1e-5)
     assert errors["forces"] < 1e-7
+    lone = Atoms("CO", positions=[[0, 0, 0], [0, 0, 9.0]])  # no edges at all
+    ours, ref = checks.evaluate(model, [lone])[0], _native(checks.evaluate, model, [lone])[0]
+    assert abs(ours["energy"] - ref["energy"]) < 1e-12 and not ours["forces"].any()
 
 
 def test_force_loss_parameter_gradients_equal_torch_path(cpp, chiral):

@@ -164,8 +164,8 @@ def main(argv=None) -> int:
                    help="stop measuring TFN at larger lmax once one step takes longer")
     p.add_argument("--fit-from", type=int, default=2, help="fit exponents on lmax >= this")
     p.add_argument("--kernels", default="torch", choices=["torch", "cpp"],
-                   help="eSCN edge rotations: batched products (torch) or the fused CPU kernels "
-                        "(cpp, so3/cpu_kernels.py); TFN has no such kernels")
+                   help="eSCN edge frame (Wigner blocks, rotations): torch ops, or the fused CPU "
+                        "kernels (cpp, so3/cpu_kernels.py); TFN has no such kernels")
     p.add_argument("--json", default=None, help="write all numbers here")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "LMAX"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         return 0
     print(f"one convolution layer, forward + backward: {args.edges} edges, {args.channels} "
           f"channels, {args.dtype}, {args.device}, {_threads()} threads, allocator: "
-          f"{allocator}, eSCN rotation kernels: {args.kernels}\n")
+          f"{allocator}, eSCN edge-frame kernels: {args.kernels}\n")
     print("| lmax | TFN ms | eSCN ms | TFN/eSCN | TFN peak MB | eSCN peak MB |")
     print("|---|---|---|---|---|---|")
     result = run(args)

@@ -26,6 +26,7 @@ per source and CPU); CUDA tensors and ``torch.compile`` always take the torch-na
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import platform
 from pathlib import Path
@@ -117,7 +118,7 @@ class RotationLayout:
         owner = [k for k, n in enumerate(block_sizes(lmax, mmax)) for _ in range(n)]
         rows, seen = [], [0] * (mmax + 1)
         for lm, k in zip(m_major_rows(lmax, mmax), owner):
-            l = int(lm ** 0.5)
+            l = math.isqrt(lm)
             rows.append((l, lm - l * l, k, seen[k]))  # row a = l + m of D^l
             seen[k] += 1
         self.rows = torch.tensor(rows, dtype=torch.long)
