@@ -65,16 +65,21 @@ class SO3Calculator(Calculator):
         size. ``None`` (default) evaluates every structure in one pass.
     compile: ``True`` runs the potential through ``torch.compile`` (dynamic shapes, so MD steps
         with changing neighbour counts do not recompile); a string is passed as the compile
-        ``mode``, e.g. ``"reduce-overhead"`` for CUDA graphs on GPU. Forces and stress still come
+        ``mode`` (for CUDA graphs use ``cuda_graphs=True``: inductor's ``"reduce-overhead"``
+        crashed in the backward with torch 2.11 on an H100). Forces and stress still come
         from autograd of the compiled energy and equal the eager ones to round-off (tested). The
         first call pays the compilation (tens of seconds to minutes on CPU).
+    cuda_graphs: on a CUDA device, capture the whole energy+forces(+stress) step as a CUDA graph
+        and replay it (:mod:`ase_so3.cuda_graphs`): for small structures, where launching kernels
+        one by one costs more than running them. Same results as without (tested); a new capture
+        when the atom count changes or the edge count outgrows the padded capacity.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, device="cpu", dtype="float64", min_distance: float | None = 0.5,
                  skin: float = 0.5, max_atoms_per_chunk: int | None = None,
-                 compile: bool | str = False, **kwargs):
+                 compile: bool | str = False, cuda_graphs: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, (str, Path)):
             model = load_potential(potential)
@@ -95,6 +100,12 @@ class SO3Calculator(Calculator):
         self.max_atoms_per_chunk = max_atoms_per_chunk
         if compile:
             self.potential.compile(compile if isinstance(compile, str) else None)
+        self.graph_step = None
+        if cuda_graphs:
+            if self.device.type != "cuda":
+                raise ValueError(f"cuda_graphs=True needs a CUDA device, not {str(self.device)!r}")
+            from ase_so3.cuda_graphs import CUDAGraphStep
+            self.graph_step = CUDAGraphStep(self.potential)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -107,7 +118,10 @@ class SO3Calculator(Calculator):
                                min_distance=self.min_distance, pair_list=self.neighbors)
         periodic = bool(np.all(atoms.pbc))
         with torch.enable_grad():
-            out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
+            if self.graph_step is not None:
+                out = self.graph_step(graph, stress=periodic)
+            else:
+                out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
         self.results = _ase_results(split_by_structure(out, graph)[0], periodic)
 
     def _calculate_chunked(self, atoms) -> None:

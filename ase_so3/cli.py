@@ -49,8 +49,11 @@ def _make_calculator(args, atoms):
         torch.manual_seed(args.seed)
         model = build_potential(args.untrained, species=sorted(set(atoms.numbers.tolist())))
         print(f"using an UNTRAINED {args.untrained} model (random weights): for testing only")
-        return SO3Calculator(model, device=args.device, dtype=args.dtype)
-    return SO3Calculator(args.potential, device=args.device, dtype=args.dtype)
+        model_or_name = model
+    else:
+        model_or_name = args.potential
+    return SO3Calculator(model_or_name, device=args.device, dtype=args.dtype,
+                         cuda_graphs=getattr(args, "cuda_graphs", False))
 
 
 def _cmd_md(args) -> int:
@@ -171,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--device", default="cpu")
     md.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    md.add_argument("--cuda-graphs", action="store_true",
+                    help="with --device cuda: replay each step as a captured CUDA graph (small "
+                         "molecules: a step is then one launch instead of hundreds)")
     md.add_argument("--output", default="md_out", help="output folder")
     md.add_argument("--interval", type=int, default=1, help="write every N steps")
     md.add_argument("--format", choices=["traj", "extxyz"], default="traj")

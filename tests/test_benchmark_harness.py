@@ -119,3 +119,28 @@ def test_harness_end_to_end_with_mace(tmp_path):
     again = json.loads((out / "results.json").read_text())["molecules"]["ethanol"]
     assert again["models"]["mace"]["train_seconds"] == before
     assert "training" not in proc.stdout
+
+
+def test_speed_table_parses_and_measures(tmp_path, capsys):
+    from ase_so3.benchmark.speed_table import main, parse_model, parse_system
+    from tests.conftest import make_model
+    assert parse_model(["g", "ours", "escn-rmd17-aspirin", "cuda_graphs=true", "mode=fast"]) == (
+        "g", {"kind": "ours", "path": "escn-rmd17-aspirin",
+              "options": {"cuda_graphs": True, "mode": "fast"}})
+    assert parse_system("ethanol:3") == {"molecule": "ethanol", "copies": 3}
+    for bad in (["x", "other", "p"], ["x", "ours"], ["x", "ours", "p", "novalue"]):
+        with pytest.raises(Exception, match="kind|needs|KEY=VALUE"):
+            parse_model(bad)
+    with pytest.raises(Exception, match="positive integer"):
+        parse_system("ethanol:zero")
+    path = tmp_path / "tiny.pt"
+    make_model("escn", lmax=1, mmax=1, channels=4, num_layers=1).save(path)
+    out = tmp_path / "speed.json"
+    assert main(["--model", "tiny", "ours", str(path), "--model", "bad", "ours", str(path),
+                 "compile=nonsense", "--system", "ethanol", "--reference", "tiny",
+                 "--seconds", "0.05", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0]["result"]["atoms"] == 9 and rows[0]["result"]["latency_ms"] > 0
+    assert "error" in rows[1]["result"]  # a failing model is a row, not a crash
+    table = capsys.readouterr().out
+    assert "| ethanol | 9 | tiny |" in table and "| 1.00 |" in table and "error:" in table

@@ -157,11 +157,13 @@ def _throughput(log_path: Path, train_file: Path) -> float | None:
     return float(n / np.median(np.diff(stamps)))
 
 
-def mace_calculator(model_path, device: str = "cpu", dtype: str = "float64"):
-    """A ``MACECalculator`` for a model file written by :func:`train_mace`."""
+def mace_calculator(model_path, device: str = "cpu", dtype: str = "float64", **options):
+    """A ``MACECalculator`` for a model file written by :func:`train_mace`; ``options`` go to
+    ``MACECalculator`` as they are (e.g. ``compile_mode="default"``)."""
     require_mace()
     from mace.calculators import MACECalculator
-    return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+    return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype,
+                          **options)
 
 
 def mace_num_parameters(calc) -> int:

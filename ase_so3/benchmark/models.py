@@ -1,6 +1,7 @@
 """How the harness names and builds calculators: ``{"kind": "ours", "path": ...}`` for an ase_so3
 potential (file or shipped name) and ``{"kind": "mace", "path": ...}`` for a MACE model file (``"options"``: extra calculator
-keyword arguments, e.g. ``{"max_atoms_per_chunk": 3000}`` or ``{"compile": true}``), so
+keyword arguments, e.g. ``{"max_atoms_per_chunk": 3000}`` or ``{"compile": true}`` for ours,
+``{"compile_mode": "default"}`` for MACE), so
 that a worker process can rebuild the same calculator from a JSON line."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ def make_calculator(spec: dict, device: str = "cpu", dtype: str = "float64"):
         return SO3Calculator(spec["path"], device=device, dtype=dtype, **spec.get("options", {}))
     if spec["kind"] == "mace":
         from ase_so3.benchmark.mace_backend import mace_calculator
-        return mace_calculator(spec["path"], device=device, dtype=dtype)
+        return mace_calculator(spec["path"], device=device, dtype=dtype, **spec.get("options", {}))
     raise ValueError(f"unknown model kind {spec['kind']!r}")
 
 

@@ -20,6 +20,7 @@ from ase_so3 import keys as K
 from ase_so3.errors import UnknownElementError
 from ase_so3.graph import edge_vectors, num_graphs
 from ase_so3.scatter import scatter_sum
+from ase_so3.tracing import static_shapes_required
 
 
 def normalize_species(species) -> tuple[int, ...]:
@@ -127,7 +128,7 @@ class Potential(nn.Module):
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         idx = self.z_to_index[numbers]
-        if bool((idx < 0).any()):
+        if not static_shapes_required(idx) and bool((idx < 0).any()):  # capture: checked before
             self.check_species(numbers.tolist())
         return idx
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ase_so3.so3 import cpu_kernels
 from ase_so3.so3.wigner import WignerD
+from ase_so3.tracing import static_shapes_required
 
 _CHART_SWITCH = 1 / math.sqrt(2)  # |r_y| above this: the tilted chart
 
@@ -162,10 +163,9 @@ class EdgeWignerD(nn.Module):
 
     def _tilted_chart(self, d: torch.Tensor, tilted: torch.Tensor) -> torch.Tensor:
         """``D = (N Y(-alpha)) D(P)`` on the tilted chart: a product with a fixed matrix on the
-        rows of those edges only (every row, then a select, while compiling: no data-dependent
-        shapes)."""
-        compiling = torch.compiler.is_compiling()
-        index = None if compiling else tilted.nonzero()[:, 0]
+        rows of those edges only (every row, then a select, when compiling or capturing a CUDA
+        graph: no data-dependent shapes, :mod:`ase_so3.tracing`)."""
+        index = None if static_shapes_required(d) else tilted.nonzero()[:, 0]
         rows = d if index is None else d.index_select(0, index)
         k = rows.shape[0]
         fixed = torch.cat([(blk.reshape(k * w, w) @ getattr(self, f"chart_{l}")).view(k, w * w)
