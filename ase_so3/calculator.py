@@ -104,6 +104,9 @@ class SO3Calculator(Calculator):
         if cuda_graphs:
             if self.device.type != "cuda":
                 raise ValueError(f"cuda_graphs=True needs a CUDA device, not {str(self.device)!r}")
+            if compile:
+                raise ValueError("use compile or cuda_graphs, not both: capturing a compiled "
+                                 "model is untested (cuda_graphs alone was the faster on GPU)")
             from ase_so3.cuda_graphs import CUDAGraphStep
             self.graph_step = CUDAGraphStep(self.potential)
 

@@ -85,6 +85,7 @@ class _Capture:
             s[key][:n].copy_(graph[key])
         for key in (K.CELL, K.PBC):
             s[key][:g].copy_(graph[key])
+        s[K.PTR][:g + 1].copy_(graph[K.PTR])  # the dummy structure's end stays n + 2
         s[K.EDGE_INDEX][:, :e].copy_(graph[K.EDGE_INDEX])
         s[K.EDGE_INDEX][0, e:] = n + 1  # the rest: dummy edges again (the last step may have
         s[K.EDGE_INDEX][1, e:] = n      # had more real ones)

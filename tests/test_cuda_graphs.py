@@ -41,9 +41,12 @@ def test_padding_rejects_too_many_edges(chiral):
         pad_graph(graph, graph[K.EDGE_INDEX].shape[1] - 1, dummy_number=1)
 
 
-def test_cuda_graphs_need_a_cuda_device():
+def test_cuda_graphs_need_a_cuda_device_and_no_compile():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         SO3Calculator(make_model("tfn"), device="cpu", cuda_graphs=True)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not both"):
+            SO3Calculator(make_model("tfn"), device="cuda", cuda_graphs=True, compile=True)
 
 
 @cuda
