@@ -53,7 +53,7 @@ def _make_calculator(args, atoms):
     else:
         model_or_name = args.potential
     return SO3Calculator(model_or_name, device=args.device, dtype=args.dtype,
-                         cuda_graphs=getattr(args, "cuda_graphs", False))
+                         cuda_graphs=args.cuda_graphs)
 
 
 def _cmd_md(args) -> int:

@@ -5,7 +5,7 @@ reference model.
 
     python -m ase_so3.benchmark.speed_table --device cuda \\
         --model escn ours escn-rmd17-aspirin \\
-        --model escn-graphs ours escn-rmd17-aspirin compile='"reduce-overhead"' \\
+        --model escn-cudagraphs ours escn-rmd17-aspirin cuda_graphs=true \\
         --model mace mace runs/benchmark/runs/aspirin/mace/mace.model \\
         --system aspirin --system aspirin:4 --reference mace --json speed.json
 
