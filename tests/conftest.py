@@ -22,6 +22,9 @@ MODEL_SPECS = {
     "se3_transformer-mixed": ("se3_transformer", dict(lmax=1, channels=8, num_heads=2,
                                                       num_layers=2, distance_features="mixed")),
     "escn": ("escn", dict(lmax=3, mmax=2, channels=8, num_layers=2)),
+    "escn-esen": ("escn", dict(lmax=3, mmax=2, channels=8, num_layers=2, edge_species=True,
+                               message_centre=True, message_gate=True, hidden_channels=6,
+                               ffn_hidden=8, norm=True, edge_degree_embedding=True)),
 }
 for _name in REGISTRY:
     if not any(spec[0] == _name for spec in MODEL_SPECS.values()):

@@ -283,3 +283,30 @@ def test_energy_shift_refit_removes_the_mean_training_error(ethanol_h5, tmp_path
     assert abs(float(torch.cat(errs).mean())) < 1e-9
     assert "energy_shift_refit_eV_per_atom" in model.metadata
     assert evaluate_graph_set(model, trainer.val_set, 8, torch.float64, "cpu")["energy_mae_meV"] >= 0
+
+
+def test_snapshot_is_what_a_run_of_that_budget_ships(ethanol_h5, tmp_path, monkeypatch):
+    """``snapshot_minutes``: the potential a shorter budget would ship. Time is faked: each
+    epoch takes 60 s, so a 2-minute snapshot is written after epoch 2 and equals the
+    potential of a run with ``time_budget_minutes=2``."""
+    import itertools
+
+    import ase_so3.training.trainer as trainer_module
+    from ase_so3 import load_potential
+    clock = itertools.count(step=30.0)  # perf_counter is read twice per epoch
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
+    long = Trainer(_cfg(ethanol_h5, tmp_path / "long", max_epochs=4, snapshot_minutes=[2],
+                        amsgrad=True))
+    long.fit(log=lambda *_: None)
+    clock = itertools.count(step=30.0)
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
+    short = Trainer(_cfg(ethanol_h5, tmp_path / "short", max_epochs=4, time_budget_minutes=2,
+                         amsgrad=True))
+    assert short.fit(log=lambda *_: None)["epochs"] == 2
+    assert long.optimizer.param_groups[0]["amsgrad"]
+    snap = load_potential(tmp_path / "long" / "potential_2min.pt")
+    shipped = load_potential(tmp_path / "short" / "potential.pt")
+    for (k, a), b in zip(snap.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert snap.metadata["epochs"] == shipped.metadata["epochs"] <= 2
+    assert not (tmp_path / "long" / "potential_3min.pt").exists()

@@ -84,10 +84,38 @@ def _mace_command() -> list[str]:
     return [exe]
 
 
+def checkpoint_epochs(checkpoints: Path) -> dict[int, Path]:
+    """MACE's checkpoint files in a folder by epoch, in epoch order."""
+    found = {int(m.group(1)): p for p in checkpoints.glob("*_epoch-*.pt")
+             if (m := re.search(r"_epoch-(\d+)\.pt$", p.name))}
+    return dict(sorted(found.items()))
+
+
 def _last_epoch(checkpoints: Path) -> int | None:
-    epochs = [int(m.group(1)) for p in checkpoints.glob("*_epoch-*.pt")
-              if (m := re.search(r"_epoch-(\d+)\.pt$", p.name))]
+    epochs = checkpoint_epochs(checkpoints)
     return max(epochs) if epochs else None
+
+
+def mace_base_command(data_dir: Path, work_dir: Path, seed: int, settings: dict) -> list[str]:
+    """``mace_run_train`` with our splits and ``settings`` (no epoch limit)."""
+    return _mace_command() + [
+        "--name=mace", f"--work_dir={work_dir}", f"--train_file={data_dir / 'train.xyz'}",
+        f"--valid_file={data_dir / 'val.xyz'}", "--energy_key=REF_energy",
+        "--forces_key=REF_forces", "--device=cpu", f"--seed={seed}", "--eval_interval=1",
+        "--keep_checkpoints", "--save_cpu", *_args(settings)]
+
+
+def _env(threads: int) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def export_epoch(base: list[str], epoch: int, log_path: Path, threads: int = 1) -> None:
+    """Write ``mace.model`` from the checkpoint of ``epoch`` (the newest in the command's
+    ``checkpoints/``) with MACE's own code: a restart with the epoch limit at that epoch trains
+    no further, then evaluates and exports (EMA weights, as MACE saves its checkpoints)."""
+    with open(log_path, "a") as logf:
+        subprocess.run(base + [f"--max_num_epochs={epoch}", "--restart_latest"], stdout=logf,
+                       stderr=subprocess.STDOUT, env=_env(threads), check=True)
 
 
 def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int = 0,
@@ -98,12 +126,8 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     require_mace()
     work_dir.mkdir(parents=True, exist_ok=True)
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    base = _mace_command() + [
-        "--name=mace", f"--work_dir={work_dir}", f"--train_file={data_dir / 'train.xyz'}",
-        f"--valid_file={data_dir / 'val.xyz'}", "--energy_key=REF_energy",
-        "--forces_key=REF_forces", "--device=cpu", f"--seed={seed}", "--eval_interval=1",
-        "--keep_checkpoints", "--save_cpu", *_args(settings)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    base = mace_base_command(data_dir, work_dir, seed, settings)
+    env = _env(threads)
     command = base + [f"--max_num_epochs={max_epochs}"]
     log_path = work_dir / "mace_train.log"
     start = time.perf_counter()
@@ -130,14 +154,13 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     model = work_dir / "mace.model"
     if interrupted or not model.is_file():
         log(f"MACE stopped by the budget after {seconds:.0f} s; exporting epoch {epoch}")
-        with open(log_path, "a") as logf:
-            subprocess.run(base + [f"--max_num_epochs={epoch}", "--restart_latest"], stdout=logf,
-                           stderr=subprocess.STDOUT, env=env, check=True)
+        export_epoch(base, epoch, log_path, threads)
     if not model.is_file():
         raise RuntimeError(f"MACE wrote no model file; see {log_path}")
     return {"model": str(model), "epochs": epoch + 1, "train_seconds": seconds,
             "structures_per_s": _throughput(log_path, data_dir / "train.xyz"),
-            "command": " ".join(command), "settings": settings, "log": str(log_path)}
+            "command": " ".join(command), "settings": settings, "log": str(log_path),
+            "base_command": base}
 
 
 def _throughput(log_path: Path, train_file: Path) -> float | None:

@@ -116,6 +116,11 @@ class Potential(nn.Module):
     def cutoff(self) -> float:
         return self.config.cutoff
 
+    @property
+    def receptive_hops(self) -> int:
+        """Neighbour-list hops an atom's energy depends on: one per message-passing layer."""
+        return self.config.num_layers
+
     def check_species(self, numbers) -> None:
         """Raise :class:`UnknownElementError` if ``numbers`` has elements this potential lacks."""
         unknown = sorted({int(z) for z in numbers} - set(self.species))

@@ -98,7 +98,7 @@ def energy_forces_stress_chunked(model, positions: np.ndarray, numbers: np.ndarr
     ``(centre, neighbour, unit_shifts)`` of the structure (see :mod:`ase_so3.neighbors`)."""
     centre, neigh, shifts = pair_list[:3]
     n = len(positions)
-    builder = HaloBuilder(n, centre, neigh, shifts, model.config.num_layers)
+    builder = HaloBuilder(n, centre, neigh, shifts, model.receptive_hops)
     forces = np.zeros((n, 3))
     node_energy = np.zeros(n)
     virial = np.zeros((3, 3))

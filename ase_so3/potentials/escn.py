@@ -9,8 +9,19 @@ grows as O(L^3) instead of the O(L^6) of the full tensor product.
 
 Parity: features keep natural parity and the ``m -> -m`` couplings (from odd tensor-product paths)
 are dropped, so the energy is invariant under reflections too (see :mod:`ase_so3.so3.so2`).
-Nonlinearity: TFN's norm nonlinearity (a gate on each degree by its norm), not eSCN's grid
-activation. Self-interaction and residual as in TFN.
+The defaults are the original ase_so3 eSCN (every shipped file before 0.2 uses them): the
+message is linear in the neighbour's features and the radial network sees only the distance;
+TFN's norm nonlinearity, self-interaction and residual update the nodes. The options add the
+parts of the published eSCN / eSEN (:mod:`~ase_so3.potentials.escn_blocks`):
+
+- ``edge_species``: the radial networks also see the species of both atoms;
+- ``message_centre``: messages from the receiver's features as well as the sender's;
+- ``message_gate``: two SO(2) maps with a gate between them (a nonlinear message), and the node
+  update ``x + W agg`` (the nonlinearity is in the message and the feed-forward block);
+- ``ffn_hidden > 0``: a gated point-wise feed-forward block with a residual after each message;
+- ``norm``: eSEN's RMS norm over degrees before each message, feed-forward block and the readout
+  (pre-norm residual network);
+- ``edge_degree_embedding``: l > 0 initial features from the edge directions.
 """
 
 from __future__ import annotations
@@ -22,8 +33,12 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, EnergyReadout, MessagePassingLayer,
-                                       PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
+from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout,
+                                       MessagePassingLayer, PolynomialEnvelope, SpeciesEmbedding)
+from ase_so3.potentials.equivariant import EquivariantRMSNorm, GatedFeedForward
+from ase_so3.potentials.escn_blocks import (EdgeDegreeEmbedding, EdgeFeatures, GatedSO2Message,
+                                            SO2Convolution)
+from ase_so3.scatter import scatter_sum
 from ase_so3.potentials.registry import register
 from ase_so3.so3 import so2
 from ase_so3.so3.edge_frame import EdgeWignerD
@@ -33,51 +48,70 @@ from ase_so3.so3.edge_frame import EdgeWignerD
 class ESCNConfig(PotentialConfig):
     lmax: int = 3
     mmax: int | None = None  # highest |m| kept in the edge frame; None: min(2, lmax)
+    edge_species: bool = False
+    message_centre: bool = False
+    message_gate: bool = False
+    hidden_channels: int | None = None  # width inside a gated message; None: channels
+    ffn_hidden: int = 0  # width of the feed-forward block; 0: none
+    norm: bool = False
+    edge_degree_embedding: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         if self.mmax is None:
             object.__setattr__(self, "mmax", min(2, self.lmax))
+        if self.hidden_channels is None:
+            object.__setattr__(self, "hidden_channels", self.channels)
         if self.lmax > 8:
             raise ValueError("ESCN supports lmax up to 8")
         if not 0 <= self.mmax <= self.lmax:
             raise ValueError("mmax must satisfy 0 <= mmax <= lmax")
+        if self.hidden_channels < 1 or self.ffn_hidden < 0:
+            raise ValueError("hidden_channels must be >= 1 and ffn_hidden >= 0")
 
 
-class SO2Convolution(nn.Module):
-    """Radially modulated SO(2) linear map: ``y_m = W_m (rad_m(r) * x_m)`` for each ``|m|``."""
+class ESCNInteraction(nn.Module):
+    """One eSCN layer: a message in the edge frame summed at the receivers, the node update, and
+    (with ``ffn_hidden``) a feed-forward block."""
 
-    def __init__(self, lmax: int, mmax: int, c_in: int, c_out: int, num_basis: int, hidden: int):
+    def __init__(self, cfg: ESCNConfig, edge_size: int):
         super().__init__()
-        self.lmax, self.mmax = lmax, mmax
-        sizes = [lmax - m + 1 for m in range(mmax + 1)]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.randn(n * c_in, n * c_out) / (n * c_in) ** 0.5) for n in sizes)
-        self.splits = [n * c_in for n in sizes]
-        self.radial = RadialWeights(num_basis, hidden, (sum(self.splits),))
-        self.c_in = c_in
+        c, self.cfg = cfg.channels, cfg
+        c_in = 2 * c if cfg.message_centre else c
+        if cfg.message_gate:
+            self.conv = GatedSO2Message(cfg.lmax, cfg.mmax, c_in, cfg.hidden_channels, c,
+                                        edge_size, cfg.radial_hidden)
+            self.linear = DegreeLinear(cfg.lmax, c, c)
+            self.inv_avg_neighbors = 1.0 / cfg.avg_num_neighbors
+        else:
+            self.node = MessagePassingLayer(cfg.lmax, c, cfg.avg_num_neighbors)
+            self.conv = SO2Convolution(cfg.lmax, cfg.mmax, c_in, c, edge_size, cfg.radial_hidden)
+        if cfg.norm:
+            self.norm = EquivariantRMSNorm(cfg.lmax, c)
+        if cfg.ffn_hidden:
+            self.ffn = GatedFeedForward(cfg.lmax, c, cfg.ffn_hidden)
+            if cfg.norm:
+                self.ffn_norm = EquivariantRMSNorm(cfg.lmax, c)
 
-    def forward(self, x_rot: torch.Tensor, basis: torch.Tensor,
-                envelope: torch.Tensor) -> torch.Tensor:
-        rad = torch.split(self.radial(basis, envelope), self.splits, dim=1)  # per m: [E, n*c_in]
-        return so2.so2_linear(x_rot, list(self.weights), self.lmax, self.mmax, input_scale=list(rad))
-
-
-class ESCNInteraction(MessagePassingLayer):
-    """One eSCN layer: SO(2) convolution in the edge frame, then the shared node update."""
-
-    def __init__(self, cfg: ESCNConfig):
-        super().__init__(cfg.lmax, cfg.channels, cfg.avg_num_neighbors)
-        c = cfg.channels
-        self.lmax, self.mmax = cfg.lmax, cfg.mmax
-        self.conv = SO2Convolution(cfg.lmax, cfg.mmax, c, c, cfg.num_radial, cfg.radial_hidden)
-
-    def forward(self, x, edge_index, basis, envelope, frame):
+    def forward(self, x, edge_index, edge, envelope, frame):
+        cfg = self.cfg
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
-        x_rot = so2.rotate_to_edge_frame(x[src], frame)  # per |m|: [E, rows_m, C]
-        y_rot = self.conv(x_rot, basis, envelope)
-        msg = so2.rotate_from_edge_frame(y_rot, frame)  # [E, (lmax+1)^2, C]
-        return self.update(x, msg, dst)
+        h = self.norm(x) if cfg.norm else x
+        h_edge = torch.cat([h[src], h[dst]], dim=2) if cfg.message_centre else h[src]
+        x_rot = so2.rotate_to_edge_frame(h_edge, frame)  # per |m|: [E, rows_m, C]
+        msg = so2.rotate_from_edge_frame(self.conv(x_rot, edge, envelope), frame)  # [E, D, C]
+        if cfg.message_gate:
+            agg = scatter_sum(msg, dst, x.shape[0]) * self.inv_avg_neighbors
+            x = x + self.linear(agg)
+        else:
+            x = self.node.update(x, msg, dst)
+        if cfg.ffn_hidden:
+            x = x + self.ffn(self.ffn_norm(x) if cfg.norm else x)
+        return x
+
+
+# state_dict keys of files written before the options existed: the node update sat on the layer
+_OLD_NODE_KEYS = ("si_message.", "si_self.", "act.")
 
 
 @register
@@ -94,17 +128,40 @@ class ESCN(Potential):
         self.wigner = EdgeWignerD(cfg.lmax)
         self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
         self.envelope = PolynomialEnvelope(cfg.cutoff, cfg.envelope_p)
-        self.layers = nn.ModuleList(ESCNInteraction(cfg) for _ in range(cfg.num_layers))
+        self.edge_features = EdgeFeatures(cfg.num_radial, len(cfg.species), cfg.edge_species)
+        size = self.edge_features.size
+        if cfg.edge_degree_embedding:
+            self.degree_embedding = EdgeDegreeEmbedding(cfg.lmax, cfg.mmax, cfg.channels, size,
+                                                        cfg.radial_hidden, cfg.avg_num_neighbors)
+        self.layers = nn.ModuleList(ESCNInteraction(cfg, size) for _ in range(cfg.num_layers))
+        if cfg.norm:
+            self.readout_norm = EquivariantRMSNorm(cfg.lmax, cfg.channels)
         self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
         self._finish_init()
 
+    @property
+    def receptive_hops(self) -> int:
+        """Neighbour-list hops an atom's energy depends on (the edge-degree embedding adds one)."""
+        return self.config.num_layers + int(self.config.edge_degree_embedding)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "layers.")]:
+            head, _, rest = key[len(prefix):].partition(".")[2].partition(".")
+            if rest.startswith(_OLD_NODE_KEYS):  # layers.<i>.si_message.weight -> layers.<i>.node.
+                state_dict[f"{prefix}layers.{head}.node.{rest}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def node_energies(self, graph, species, vectors):
+        cfg = self.config
         r = torch.linalg.vector_norm(vectors, dim=-1)
         basis, envelope = self.basis(r), self.envelope(r)
+        edge_index = graph[K.EDGE_INDEX]
+        edge = self.edge_features(basis, species, edge_index)
         flat = self.wigner.flat(vectors)  # D^l of the edge frame, flattened side by side
-        frame = so2.edge_frame(self.wigner.split(flat), self.config.lmax, self.config.mmax,
-                               flat=flat)
+        frame = so2.edge_frame(self.wigner.split(flat), cfg.lmax, cfg.mmax, flat=flat)
         x = self.embedding(species)
+        if cfg.edge_degree_embedding:
+            x = self.degree_embedding(x, edge, envelope, frame, edge_index[K.RECEIVER])
         for layer in self.layers:
-            x = layer(x, graph[K.EDGE_INDEX], basis, envelope, frame)
-        return self.readout(x)
+            x = layer(x, edge_index, edge, envelope, frame)
+        return self.readout(self.readout_norm(x) if cfg.norm else x)

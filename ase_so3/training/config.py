@@ -22,7 +22,9 @@ class TrainConfig:
     val_batch_size: int = 32
     max_epochs: int = 1000
     time_budget_minutes: float | None = None  # stop (cleanly, with checkpoints) after this
+    snapshot_minutes: list = field(default_factory=list)  # also keep what a run of N min ships
     optimizer: str = "adam"  # adam | adamw
+    amsgrad: bool = False  # the AMSGrad variant of Adam(W), as MACE and NequIP train
     lr: float = 5e-3
     weight_decay: float = 0.0
     scheduler: str = "plateau"  # plateau | cosine | none

@@ -22,6 +22,7 @@ import yaml
 
 from ase_so3 import keys as K
 from ase_so3.errors import ASESO3Error
+from ase_so3.io_utils import atomic_path
 from ase_so3.potentials import build_potential, get_model_class
 from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.training.config import TrainConfig
@@ -77,7 +78,8 @@ class Trainer:
         self.model_config = self.model.config.to_dict()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             amsgrad=cfg.amsgrad)
         steps_per_epoch = len(self.train_set.batches(cfg.batch_size, False))
         self.schedule = LRSchedule(self.optimizer, cfg.scheduler, cfg.lr,
                                    int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr,
@@ -215,6 +217,7 @@ class Trainer:
                 log(f"epoch {self.epoch}: loss {row['train_loss']:.4g}, val E MAE "
                     f"{metrics['energy_mae_meV']:.2f} meV, F MAE {metric:.2f} meV/Å, lr "
                     f"{row['lr']:.2e}, {row['structures_per_s']:.1f} structures/s")
+                self._snapshots(log)
             if self.bad_epochs >= cfg.early_stopping_patience:
                 stop_reason = "early_stopping"
                 break
@@ -225,6 +228,20 @@ class Trainer:
             torch.distributed.barrier()
         return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
                 "stop_reason": stop_reason, "elapsed_s": self.elapsed}
+
+    def _snapshots(self, log) -> None:
+        """``potential_<N>min.pt``: for each of ``snapshot_minutes`` passed, the potential a run
+        with ``time_budget_minutes=N`` would ship (the best so far, energy shift refitted); so one
+        long run gives the shorter budgets' results as well."""
+        import shutil
+        for minutes in self.cfg.snapshot_minutes:
+            path = self.out / f"potential_{float(minutes):g}min.pt"
+            if self.elapsed < float(minutes) * 60 or path.is_file():
+                continue
+            with atomic_path(path) as tmp:
+                shutil.copyfile(self.out / "potential.pt", tmp)
+                self.refit_energy_shift(tmp)
+            log(f"snapshot for a {float(minutes):g}-minute budget: {path}")
 
     def refit_energy_shift(self, path: Path) -> float:
         """Forces do not constrain a constant energy offset, and a force-weighted loss barely

@@ -1,0 +1,90 @@
+"""The learning-efficiency benchmark (ours vs MACE at equal budget): its parts, and end to end
+for one model of ours on a tiny slice."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from ase_so3.benchmark.learning import MACE_RECIPE, build_parser, mace_curve, parse_models, run
+from ase_so3.benchmark.learning_report import budget_table, write_learning_report
+from tests.conftest import SHARED
+
+RMD17 = SHARED / "rmd17"
+
+LOG = """\
+2026-01-01 10:00:00.000 INFO: Started training, reporting errors on validation set
+2026-01-01 10:00:02.000 INFO: Initial: head: Default, loss=16.0, MAE_E_per_atom=   27.13 meV, MAE_F=  936.78 meV / A
+2026-01-01 10:01:02.500 INFO: Epoch 0: head: Default, loss=1.5, MAE_E_per_atom=  533.99 meV, MAE_F=   88.86 meV / A
+2026-01-01 10:02:02.000 INFO: Epoch 1: head: Default, loss=0.6, MAE_E_per_atom=  476.99 meV, MAE_F=   56.71 meV / A
+2026-01-01 10:03:00.000 INFO: Initial: head: Default, loss=0.6, MAE_E_per_atom=  476.99 meV, MAE_F=   56.71 meV / A
+2026-01-01 10:04:00.000 INFO: Epoch 2: head: Default, loss=0.5, MAE_E_per_atom=  400.00 meV, MAE_F=   50.00 meV / A
+"""
+
+
+def test_mace_curve_reads_the_first_training_only(tmp_path):
+    path = tmp_path / "mace_train.log"
+    path.write_text(LOG)
+    curve = mace_curve(path)
+    assert [r["epoch"] for r in curve] == [1, 2]  # the export's restart is not training
+    assert curve[0]["elapsed_s"] == pytest.approx(60.5)
+    assert curve[1]["val_forces_mae_meV_per_A"] == 56.71
+
+
+def test_parse_models():
+    models = parse_models(["mace-128x2:lr=0.005", "escn=configs/escn-rmd17.yaml:lmax=3"])
+    mace = models["mace-128x2"]
+    assert mace["kind"] == "mace" and mace["settings"]["num_channels"] == 128
+    assert mace["settings"]["forces_weight"] == MACE_RECIPE["forces_weight"] == 1000.0
+    assert mace["settings"]["lr"] == "0.005"
+    assert models["escn"] == {"kind": "ours", "config": "configs/escn-rmd17.yaml",
+                              "overrides": ["lmax=3"]}
+    with pytest.raises(ValueError, match="NAME=CONFIG.yaml"):
+        parse_models(["escn"])
+
+
+def _unit(kind, f15, f60):
+    test = lambda f: {"forces_mae_meV_per_A": f, "forces_rmse_meV_per_A": 1.3 * f,  # noqa: E731
+                      "energy_mae_meV": 9.0, "energy_mae_offset_free_meV": 1.0,
+                      "energy_mae_meV_per_atom": 0.1, "parameters": 10, "test_structures": 5}
+    curve = [{"epoch": e, "elapsed_s": 600.0 * e, "val_forces_mae_meV_per_A": 50.0 / e}
+             for e in range(1, 7)]
+    return {"kind": kind, "curve": curve, "structures_per_s": 3.0, "command": "cmd",
+            "test": {"15": test(f15), "60": test(f60)}}
+
+
+def test_budget_table_takes_the_best_mace_at_each_budget(tmp_path):
+    models = {"mace-a": _unit("mace", 20.0, 10.0), "mace-b": _unit("mace", 25.0, 8.0),
+              "escn": _unit("ours", 10.0, 12.0)}
+    rows = {(r["budget_minutes"], r["model"]): r for r in budget_table(models)}
+    assert rows[15.0, "escn"]["ratio_to_best_mace"] == pytest.approx(0.5)
+    assert rows[60.0, "escn"]["ratio_to_best_mace"] == pytest.approx(1.5)
+    assert rows[60.0, "mace-b"]["ratio_to_best_mace"] == pytest.approx(1.0)
+    assert rows[15.0, "escn"]["epochs"] == 1 and rows[60.0, "escn"]["epochs"] == 6
+    (tmp_path / "results.json").write_text(json.dumps({"molecules": {"ethanol": models}}))
+    text = write_learning_report(tmp_path).read_text()
+    assert "| 60 | escn | 10 | 6 | 3.0 | 1.00 | 12.00 | 15.60 | 1.50 |" in text
+    assert (tmp_path / "learning_ethanol.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
+def test_end_to_end_for_a_model_of_ours(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "escn", "batch_size": 5, "max_epochs": 2, "dtype": "float32",
+        "forces_weight": 1000.0, "amsgrad": True,
+        "model_config": {"lmax": 1, "channels": 4, "num_layers": 1, "num_radial": 4,
+                         "radial_hidden": 8, "readout_hidden": 8, "edge_species": True,
+                         "message_gate": True, "norm": True, "ffn_hidden": 4}}))
+    args = build_parser().parse_args([
+        "--molecule", "ethanol", "--models", f"tiny={config}", "--budget-minutes", "5",
+        "--snapshot-minutes", "0", "--train", "20", "--val", "5", "--test-limit", "4",
+        "--data-dir", str(RMD17), "--output", str(tmp_path / "out")])
+    report = run(args, log=lambda *_: None)
+    unit = json.loads((tmp_path / "out" / "results.json").read_text())["molecules"]["ethanol"]["tiny"]
+    assert len(unit["curve"]) == 2 and unit["epochs"] == 2
+    assert set(unit["test"]) == {"5", "0"}  # the full budget and the snapshot
+    for errors in unit["test"].values():
+        assert np.isfinite(errors["forces_mae_meV_per_A"]) and errors["test_structures"] == 4
+    assert "tiny" in report.read_text()
