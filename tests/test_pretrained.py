@@ -29,6 +29,30 @@ def test_loads_by_name_and_gives_finite_results(name):
     assert load_potential(name).metadata["pretrained_name"] == name
 
 
+# Energy (eV) and force on atom 0 (eV/Å) of the molecule's built-in structure, float64, as
+# version 0.1.0 (commit 98d45c4) computed them: options added to the model configs later must
+# leave the shipped files' numbers unchanged.
+NUMBERS_0_1 = {
+    "escn-rmd17-ethanol": (-4209.786098755823, [-0.71117205, -1.04490992, 1.77069062]),
+    "se3_transformer-rmd17-ethanol": (-4209.777486565623, [-0.68703774, -1.15833607, 1.79521935]),
+    "tfn-rmd17-ethanol": (-4209.7831029707195, [-0.62419502, -1.0695548, 1.7366004]),
+    "escn-rmd17-aspirin": (-17617.68364354151, [-1.06560834, -0.70346969, 0.81404821]),
+    "se3_transformer-rmd17-aspirin": (-17617.695489196987, [-0.98965639, -0.68054704, 0.85456206]),
+    "tfn-rmd17-aspirin": (-17617.724387304865, [-0.98350049, -0.64747406, 0.89502197]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS_0_1))
+def test_shipped_potentials_give_the_numbers_of_0_1(name):
+    if name not in SHIPPED:
+        pytest.skip(f"{name} is no longer shipped")
+    atoms = load_named_structure(model_card(name)["molecule"])
+    atoms.calc = SO3Calculator(name, dtype="float64")
+    energy, force0 = NUMBERS_0_1[name]
+    assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-7)
+    np.testing.assert_allclose(atoms.get_forces()[0], force0, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_test_error_matches_model_card(name, tmp_path):
     card = model_card(name)

@@ -55,6 +55,12 @@ class PotentialConfig:
     readout_hidden: int = 32
     envelope_p: int = 6
     avg_num_neighbors: float = 12.0  # messages are summed and divided by this
+    # options of every model (defaults: the models as first released, so old files load as
+    # they were); see each model's docstring for where they act
+    edge_species: bool = False  # radial networks also see the species of both atoms
+    gate: bool = False  # gated nonlinearity instead of the norm nonlinearity in the node update
+    ffn_hidden: int = 0  # width of a gated feed-forward block after each layer; 0: none
+    norm: bool = False  # RMS norm over degrees before each block and the readout (pre-norm)
 
     def __post_init__(self):
         object.__setattr__(self, "species", normalize_species(self.species))
@@ -67,6 +73,8 @@ class PotentialConfig:
                 raise ValueError(f"{name} must be a non-negative integer")
         if self.channels < 1 or self.num_layers < 1 or self.num_radial < 1:
             raise ValueError("channels, num_layers and num_radial must be >= 1")
+        if int(self.ffn_hidden) != self.ffn_hidden or self.ffn_hidden < 0:
+            raise ValueError("ffn_hidden must be a non-negative integer (0: no feed-forward block)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

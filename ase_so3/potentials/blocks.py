@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ase_so3 import keys as K
 from ase_so3.so3.irreps import degree_of_index
 
 
@@ -79,6 +80,25 @@ class RadialWeights(nn.Module):
         return w.reshape(basis.shape[0], *self.out_shape)
 
 
+class EdgeFeatures(nn.Module):
+    """The invariant input of the radial networks: the distance basis ``[E, B]``, with ``species``
+    followed by the one-hot species of sender and receiver, ``[E, B + 2 S]`` (eSEN's edge
+    embedding; a one-hot input to a linear layer is a learned embedding)."""
+
+    def __init__(self, num_basis: int, num_species: int, species: bool):
+        super().__init__()
+        self.num_species = num_species if species else 0
+        self.size = num_basis + 2 * self.num_species
+
+    def forward(self, basis: torch.Tensor, species: torch.Tensor,
+                edge_index: torch.Tensor) -> torch.Tensor:
+        if not self.num_species:
+            return basis
+        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(basis.dtype)
+        return torch.cat([basis, one_hot[edge_index[K.SENDER]], one_hot[edge_index[K.RECEIVER]]],
+                         dim=1)
+
+
 class SpeciesEmbedding(nn.Module):
     """Species index -> scalar (l = 0) channels of a feature block with zeros at l > 0."""
 
@@ -132,15 +152,33 @@ class NormActivation(nn.Module):
         return torch.cat([scalars, x[:, 1:] * gate], dim=1)
 
 
+class GateActivation(nn.Module):
+    """Gated nonlinearity (NequIP, eSEN): SiLU on scalars, each degree l > 0 of each channel
+    times ``sigmoid`` of a linear function of the scalars."""
+
+    def __init__(self, lmax: int, channels: int):
+        super().__init__()
+        self.lmax, self.channels = lmax, channels
+        self.gates = nn.Linear(channels, lmax * channels) if lmax else None
+        self.register_buffer("degree", degree_of_index(lmax), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ase_so3.potentials.equivariant import gate
+        g = (self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.channels)
+             if self.gates is not None else None)
+        return gate(x, g, self.degree)
+
+
 class MessagePassingLayer(nn.Module):
     """Shared node update of TFN-type layers: sum messages at the centre atoms, self-interaction
-    of messages and of the old features, norm nonlinearity, residual connection."""
+    of messages and of the old features, norm nonlinearity (or, with ``gate``, the gated one),
+    residual connection."""
 
-    def __init__(self, lmax: int, channels: int, avg_num_neighbors: float):
+    def __init__(self, lmax: int, channels: int, avg_num_neighbors: float, gate: bool = False):
         super().__init__()
         self.si_message = DegreeLinear(lmax, channels, channels)
         self.si_self = DegreeLinear(lmax, channels, channels, bias=False)
-        self.act = NormActivation(lmax, channels)
+        self.act = GateActivation(lmax, channels) if gate else NormActivation(lmax, channels)
         self.inv_avg_neighbors = 1.0 / avg_num_neighbors
 
     def update(self, x: torch.Tensor, messages: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:

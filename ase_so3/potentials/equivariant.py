@@ -65,8 +65,21 @@ class GatedFeedForward(nn.Module):
         self.down = DegreeLinear(lmax, hidden, channels)
         self.register_buffer("degree", degree_of_index(lmax), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # gates from the input's scalars
         h = self.up(x)
         g = (self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.hidden) if self.gates is not None
              else None)
         return self.down(gate(h, g, self.degree))
+
+
+class FeedForwardResidual(nn.Module):
+    """``x + ffn(norm(x))`` (the norm only with ``norm``): the feed-forward half of a pre-norm
+    residual block."""
+
+    def __init__(self, lmax: int, channels: int, hidden: int, norm: bool):
+        super().__init__()
+        self.ffn = GatedFeedForward(lmax, channels, hidden)
+        self.norm = EquivariantRMSNorm(lmax, channels) if norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(self.norm(x) if self.norm is not None else x)

@@ -18,6 +18,7 @@ parts of the published eSCN / eSEN (:mod:`~ase_so3.potentials.escn_blocks`):
 - ``message_centre``: messages from the receiver's features as well as the sender's;
 - ``message_gate``: two SO(2) maps with a gate between them (a nonlinear message), and the node
   update ``x + W agg`` (the nonlinearity is in the message and the feed-forward block);
+- ``gate`` (without ``message_gate``): the gated nonlinearity in the node update;
 - ``ffn_hidden > 0``: a gated point-wise feed-forward block with a residual after each message;
 - ``norm``: eSEN's RMS norm over degrees before each message, feed-forward block and the readout
   (pre-norm residual network);
@@ -33,11 +34,10 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout,
+from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EdgeFeatures, EnergyReadout,
                                        MessagePassingLayer, PolynomialEnvelope, SpeciesEmbedding)
-from ase_so3.potentials.equivariant import EquivariantRMSNorm, GatedFeedForward
-from ase_so3.potentials.escn_blocks import (EdgeDegreeEmbedding, EdgeFeatures, GatedSO2Message,
-                                            SO2Convolution)
+from ase_so3.potentials.equivariant import EquivariantRMSNorm, FeedForwardResidual
+from ase_so3.potentials.escn_blocks import EdgeDegreeEmbedding, GatedSO2Message, SO2Convolution
 from ase_so3.scatter import scatter_sum
 from ase_so3.potentials.registry import register
 from ase_so3.so3 import so2
@@ -48,12 +48,9 @@ from ase_so3.so3.edge_frame import EdgeWignerD
 class ESCNConfig(PotentialConfig):
     lmax: int = 3
     mmax: int | None = None  # highest |m| kept in the edge frame; None: min(2, lmax)
-    edge_species: bool = False
     message_centre: bool = False
     message_gate: bool = False
     hidden_channels: int | None = None  # width inside a gated message; None: channels
-    ffn_hidden: int = 0  # width of the feed-forward block; 0: none
-    norm: bool = False
     edge_degree_embedding: bool = False
 
     def __post_init__(self):
@@ -66,8 +63,8 @@ class ESCNConfig(PotentialConfig):
             raise ValueError("ESCN supports lmax up to 8")
         if not 0 <= self.mmax <= self.lmax:
             raise ValueError("mmax must satisfy 0 <= mmax <= lmax")
-        if self.hidden_channels < 1 or self.ffn_hidden < 0:
-            raise ValueError("hidden_channels must be >= 1 and ffn_hidden >= 0")
+        if self.hidden_channels < 1:
+            raise ValueError("hidden_channels must be >= 1")
 
 
 class ESCNInteraction(nn.Module):
@@ -84,14 +81,12 @@ class ESCNInteraction(nn.Module):
             self.linear = DegreeLinear(cfg.lmax, c, c)
             self.inv_avg_neighbors = 1.0 / cfg.avg_num_neighbors
         else:
-            self.node = MessagePassingLayer(cfg.lmax, c, cfg.avg_num_neighbors)
+            self.node = MessagePassingLayer(cfg.lmax, c, cfg.avg_num_neighbors, cfg.gate)
             self.conv = SO2Convolution(cfg.lmax, cfg.mmax, c_in, c, edge_size, cfg.radial_hidden)
         if cfg.norm:
             self.norm = EquivariantRMSNorm(cfg.lmax, c)
         if cfg.ffn_hidden:
-            self.ffn = GatedFeedForward(cfg.lmax, c, cfg.ffn_hidden)
-            if cfg.norm:
-                self.ffn_norm = EquivariantRMSNorm(cfg.lmax, c)
+            self.ffn = FeedForwardResidual(cfg.lmax, c, cfg.ffn_hidden, cfg.norm)
 
     def forward(self, x, edge_index, edge, envelope, frame):
         cfg = self.cfg
@@ -105,9 +100,7 @@ class ESCNInteraction(nn.Module):
             x = x + self.linear(agg)
         else:
             x = self.node.update(x, msg, dst)
-        if cfg.ffn_hidden:
-            x = x + self.ffn(self.ffn_norm(x) if cfg.norm else x)
-        return x
+        return self.ffn(x) if cfg.ffn_hidden else x
 
 
 # state_dict keys of files written before the options existed: the node update sat on the layer

@@ -7,8 +7,6 @@
   modulated, also makes the gate scalars from its m = 0 block (invariant under rotations about
   the edge); the second is shared by all edges. The message is then a nonlinear function of the
   edge's features, as in eSCN and eSEN, instead of a linear one.
-- :class:`EdgeFeatures`: the invariant input of the radial networks, the distance basis and, with
-  ``species``, one-hot species of the sender and the receiver (eSEN's edge embedding).
 - :class:`EdgeDegreeEmbedding`: l > 0 node features from the edge directions before the first
   layer (eSCN's edge-degree embedding): per edge an m = 0 block from the radial network,
   rotated back to the global frame and summed at the receiver.
@@ -19,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ase_so3 import keys as K
 from ase_so3.potentials.blocks import RadialWeights
 from ase_so3.potentials.equivariant import gate
 from ase_so3.scatter import scatter_sum
@@ -91,24 +88,6 @@ class GatedSO2Message(nn.Module):
             deg = getattr(self, f"degree{m}")
             y[m] = y[m] * torch.sigmoid(gates)[:, deg - 1]
         return so2.so2_linear(y, list(self.weights2), self.lmax, self.mmax)
-
-
-class EdgeFeatures(nn.Module):
-    """Distance basis ``[E, B]``, with ``species`` followed by the one-hot species of sender and
-    receiver: ``[E, B + 2 S]``."""
-
-    def __init__(self, num_basis: int, num_species: int, species: bool):
-        super().__init__()
-        self.num_species = num_species if species else 0
-        self.size = num_basis + 2 * self.num_species
-
-    def forward(self, basis: torch.Tensor, species: torch.Tensor,
-                edge_index: torch.Tensor) -> torch.Tensor:
-        if not self.num_species:
-            return basis
-        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(basis.dtype)
-        return torch.cat([basis, one_hot[edge_index[K.SENDER]], one_hot[edge_index[K.RECEIVER]]],
-                         dim=1)
 
 
 class EdgeDegreeEmbedding(nn.Module):

@@ -17,6 +17,11 @@ Per layer, for centre i and neighbour j within the cutoff:
 use r, the second half 1/r), for the attention-invariants ablation. ``degrees`` restricts the
 feature degrees (the ablation's note uses 0, 1 and 3): the layout keeps every degree up to
 ``max(degrees)``, and the others stay exactly zero because no path reads or writes them.
+
+Options shared with the other models (defaults: as first released): ``edge_species`` (the key and
+value radial networks also see both atoms' species), ``gate`` (the gated nonlinearity instead of
+the norm one) and ``ffn_hidden`` (a gated feed-forward block after each layer). ``norm`` is
+refused: the layer already ends in its own layer norm.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EnergyReadout,
-                                       InverseDistanceBasis, NormActivation, PolynomialEnvelope,
-                                       RadialWeights, SpeciesEmbedding)
+from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EdgeFeatures, EnergyReadout,
+                                       GateActivation, InverseDistanceBasis, NormActivation,
+                                       PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
+from ase_so3.potentials.equivariant import FeedForwardResidual
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.potentials.registry import register
 from ase_so3.scatter import scatter_sum, segment_softmax
@@ -66,6 +72,9 @@ class SE3TransformerConfig(PotentialConfig):
             raise ValueError("SE3Transformer supports lmax up to 6")
         if self.lmax_filter is None:
             object.__setattr__(self, "lmax_filter", 2 * self.lmax)
+        if self.norm:
+            raise ValueError("the SE(3)-Transformer layer ends in its own layer norm; "
+                             "norm=True is for TFN and eSCN")
 
 
 def head_feature_kinds(cfg: SE3TransformerConfig) -> list[str]:
@@ -84,8 +93,9 @@ class HeadRadialWeights(nn.Module):
         kinds = head_feature_kinds(cfg)
         per_head = cfg.channels // cfg.num_heads
         self.kinds = list(dict.fromkeys(kinds))  # in head order, heads of one kind contiguous
+        size = cfg.num_radial + (2 * len(cfg.species) if cfg.edge_species else 0)
         self.nets = nn.ModuleDict({
-            k: RadialWeights(cfg.num_radial, cfg.radial_hidden, (num_paths, kinds.count(k) * per_head))
+            k: RadialWeights(size, cfg.radial_hidden, (num_paths, kinds.count(k) * per_head))
             for k in self.kinds})
 
     def forward(self, bases: dict[str, torch.Tensor], envelope: torch.Tensor) -> torch.Tensor:
@@ -126,8 +136,10 @@ class SE3AttentionLayer(nn.Module):
         self.key_radial = HeadRadialWeights(cfg, self.conv.num_paths)
         self.value_radial = HeadRadialWeights(cfg, self.conv.num_paths)
         self.self_interaction = DegreeLinear(cfg.lmax, c, c)
-        self.act = NormActivation(cfg.lmax, c)
+        self.act = GateActivation(cfg.lmax, c) if cfg.gate else NormActivation(cfg.lmax, c)
         self.norm = EquivariantLayerNorm(cfg.lmax, c)
+        self.ffn = (FeedForwardResidual(cfg.lmax, c, cfg.ffn_hidden, norm=False)
+                    if cfg.ffn_hidden else None)
         degrees = cfg.degrees if cfg.degrees is not None else range(cfg.lmax + 1)
         self.scale = 1.0 / (sum(2 * l + 1 for l in degrees) * c // cfg.num_heads) ** 0.5
 
@@ -143,7 +155,8 @@ class SE3AttentionLayer(nn.Module):
         alpha = segment_softmax(logits, dst, n, weights=envelope if self.use_envelope else None)
         msg = (v.reshape(e, d, self.heads, c // self.heads) * alpha[:, None, :, None]).reshape(e, d, c)
         agg = scatter_sum(msg, dst, n)  # [N, D, C]
-        return x + self.norm(self.act(self.self_interaction(x) + agg)), alpha
+        x = x + self.norm(self.act(self.self_interaction(x) + agg))
+        return (self.ffn(x) if self.ffn is not None else x), alpha
 
 
 @register
@@ -166,13 +179,15 @@ class SE3Transformer(Potential):
         if "inverse" in kinds:
             self.bases["inverse"] = InverseDistanceBasis(cfg.cutoff, cfg.num_radial)
         self.envelope = PolynomialEnvelope(cfg.cutoff, cfg.envelope_p)
+        self.edge_features = EdgeFeatures(cfg.num_radial, len(cfg.species), cfg.edge_species)
         self.layers = nn.ModuleList(SE3AttentionLayer(cfg) for _ in range(cfg.num_layers))
         self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
         self._finish_init()
 
     def _run(self, graph, species, vectors):
         r = torch.linalg.vector_norm(vectors, dim=-1)
-        bases = {k: b(r) for k, b in self.bases.items()}
+        bases = {k: self.edge_features(b(r), species, graph[K.EDGE_INDEX])
+                 for k, b in self.bases.items()}
         envelope = self.envelope(r)
         filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
         x = self.embedding(species)

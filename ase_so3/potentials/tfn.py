@@ -5,6 +5,11 @@ smooth cutoff envelope; Clebsch–Gordan tensor-product convolution over neighbo
 (:class:`~ase_so3.potentials.convolution.TensorProductConv`); self-interaction (one channel-mixing
 matrix per degree); the norm nonlinearity; a residual connection. The scalar channels of the last
 layer give per-atom energies.
+
+Options (defaults: the model as first released): ``edge_species``, radial networks that also see
+both atoms' species; ``gate``, the gated nonlinearity of NequIP instead of the norm one;
+``ffn_hidden``, a gated feed-forward block after each layer; ``norm``, an RMS norm over degrees
+before each convolution, feed-forward block and the readout.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from torch import nn
 
 from ase_so3 import keys as K
 from ase_so3.potentials.base import Potential, PotentialConfig
-from ase_so3.potentials.blocks import (BesselBasis, EnergyReadout, MessagePassingLayer,
-                                       PolynomialEnvelope, RadialWeights, SpeciesEmbedding)
+from ase_so3.potentials.blocks import (BesselBasis, EdgeFeatures, EnergyReadout,
+                                       MessagePassingLayer, PolynomialEnvelope, RadialWeights,
+                                       SpeciesEmbedding)
 from ase_so3.potentials.convolution import TensorProductConv
+from ase_so3.potentials.equivariant import EquivariantRMSNorm, FeedForwardResidual
 from ase_so3.potentials.registry import register
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
@@ -38,17 +45,21 @@ class TFNConfig(PotentialConfig):
 class TFNInteraction(MessagePassingLayer):
     """One TFN layer: convolution, then the shared self-interaction, nonlinearity, residual."""
 
-    def __init__(self, cfg: PotentialConfig, lmax_filter: int):
-        super().__init__(cfg.lmax, cfg.channels, cfg.avg_num_neighbors)
+    def __init__(self, cfg: PotentialConfig, lmax_filter: int, edge_size: int):
+        super().__init__(cfg.lmax, cfg.channels, cfg.avg_num_neighbors, cfg.gate)
         self.conv = TensorProductConv(cfg.lmax, cfg.lmax, lmax_filter)
-        self.radial = RadialWeights(cfg.num_radial, cfg.radial_hidden,
+        self.radial = RadialWeights(edge_size, cfg.radial_hidden,
                                     (self.conv.num_paths, cfg.channels))
+        self.norm = EquivariantRMSNorm(cfg.lmax, cfg.channels) if cfg.norm else None
+        self.ffn = (FeedForwardResidual(cfg.lmax, cfg.channels, cfg.ffn_hidden, cfg.norm)
+                    if cfg.ffn_hidden else None)
 
-    def forward(self, x, edge_index, basis, envelope, filters):
+    def forward(self, x, edge_index, edge, envelope, filters):
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
-        w = self.radial(basis, envelope)  # [E, paths, C]
-        msg = self.conv(x[src], filters, w)  # [E, (lmax+1)^2, C]
-        return self.update(x, msg, dst)
+        w = self.radial(edge, envelope)  # [E, paths, C]
+        h = self.norm(x) if self.norm is not None else x
+        x = self.update(x, self.conv(h[src], filters, w), dst)  # messages [E, (lmax+1)^2, C]
+        return self.ffn(x) if self.ffn is not None else x
 
 
 @register
@@ -65,8 +76,10 @@ class TFN(Potential):
         self.sh = SphericalHarmonics(cfg.lmax_filter)
         self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
         self.envelope = PolynomialEnvelope(cfg.cutoff, cfg.envelope_p)
-        self.layers = nn.ModuleList(TFNInteraction(cfg, cfg.lmax_filter)
+        self.edge_features = EdgeFeatures(cfg.num_radial, len(cfg.species), cfg.edge_species)
+        self.layers = nn.ModuleList(TFNInteraction(cfg, cfg.lmax_filter, self.edge_features.size)
                                     for _ in range(cfg.num_layers))
+        self.readout_norm = EquivariantRMSNorm(cfg.lmax, cfg.channels) if cfg.norm else None
         self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
         self._finish_init()
 
@@ -74,7 +87,8 @@ class TFN(Potential):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
         basis, envelope = self.basis(r), self.envelope(r)  # [E, num_radial], [E]
         filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
+        edge = self.edge_features(basis, species, graph[K.EDGE_INDEX])
         x = self.embedding(species)  # [N, (lmax+1)^2, C]
         for layer in self.layers:
-            x = layer(x, graph[K.EDGE_INDEX], basis, envelope, filters)
-        return self.readout(x)
+            x = layer(x, graph[K.EDGE_INDEX], edge, envelope, filters)
+        return self.readout(self.readout_norm(x) if self.readout_norm is not None else x)
