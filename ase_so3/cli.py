@@ -145,6 +145,9 @@ def _cmd_benchmark(args) -> int:
     if args.which == "run":
         from ase_so3.benchmark.harness import main as harness_main
         return harness_main(args.rest)
+    if args.which == "ablation":
+        from ase_so3.benchmark.ablation import main as ablation_main
+        return ablation_main(args.rest)
     if args.which == "learning":
         from ase_so3.benchmark.learning import main as learning_main
         return learning_main(args.rest)
@@ -214,10 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
     ck.add_argument("--nve-steps", type=int, default=200)
     bm = sub.add_parser("benchmark", help="benchmarks: run (ours vs MACE: accuracy, speed, "
-                        "stability), learning (ours vs MACE at equal training budget), report "
+                        "stability), learning (ours vs MACE at equal training budget), ablation (what "
+                        "each eSCN option buys), report "
                         "(rebuild a report), scaling (eSCN vs TFN cost vs lmax), attention "
                         "(SE(3)-attention invariants study)")
-    bm.add_argument("which", choices=["run", "learning", "report", "scaling", "attention"])
+    bm.add_argument("which", choices=["run", "learning", "ablation", "report", "scaling",
+                                            "attention"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 

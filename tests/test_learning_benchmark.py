@@ -88,3 +88,18 @@ def test_end_to_end_for_a_model_of_ours(tmp_path):
     for errors in unit["test"].values():
         assert np.isfinite(errors["forces_mae_meV_per_A"]) and errors["test_structures"] == 4
     assert "tiny" in report.read_text()
+
+
+def test_ablation_table_reads_each_variant(tmp_path):
+    from ase_so3.benchmark.ablation import VARIANTS, slug, table
+    for name, offset in (("full", 0.0), ("no message gate", 5.0)):
+        run = tmp_path / slug(name)
+        run.mkdir()
+        rows = ["epoch,elapsed_s,val_forces_mae_meV_per_A"]
+        rows += [f"{e},{30 * e},{40.0 / e + offset}" for e in range(1, 13)]
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    text = table(tmp_path, epochs=10, speed={"full": 47.5})
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
+    assert set(lines) == {"full", "no message gate"} and len(VARIANTS) > 2
+    assert lines["full"] == "| full | 12 | 3.3 | 4.0 | 47.5 | 3.3 |"  # 10 * 950 / 47.5 s
+    assert lines["no message gate"].startswith("| no message gate | 12 | 8.3 | 9.0 | - | - |")
