@@ -98,8 +98,11 @@ def test_ablation_table_reads_each_variant(tmp_path):
         rows = ["epoch,elapsed_s,val_forces_mae_meV_per_A"]
         rows += [f"{e},{30 * e},{40.0 / e + offset}" for e in range(1, 13)]
         (run / "metrics.csv").write_text("\n".join(rows) + "\n")
-    text = table(tmp_path, epochs=10, speed={"full": 47.5})
+    text = table(tmp_path, epochs=10, speed={"full": 47.5}, minutes=6.0)
     lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
     assert set(lines) == {"full", "no message gate"} and len(VARIANTS) > 2
-    assert lines["full"] == "| full | 12 | 3.3 | 4.0 | 47.5 | 3.3 |"  # 10 * 950 / 47.5 s
+    # the 6-minute budget ends with epoch 12 (360 s); 10 * 950 / 47.5 s = 3.3 min
+    assert lines["full"] == "| full | 12 | 3.3 | 4.0 | 47.5 | 3.3 |"
     assert lines["no message gate"].startswith("| no message gate | 12 | 8.3 | 9.0 | - | - |")
+    short = table(tmp_path, epochs=10, speed={}, minutes=2.0).splitlines()[2]
+    assert short.startswith("| full | 4 | 10.0 | 4.0 |")  # cut at the first epoch past 120 s

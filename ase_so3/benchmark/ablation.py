@@ -81,22 +81,32 @@ def best_until(rows: list[dict], key: str, limit: float) -> float | None:
     return min(vals) if vals else None
 
 
-def table(out: Path, epochs: int, speed: dict) -> str:
+def within_budget(rows: list[dict], minutes: float) -> list[dict]:
+    """The epochs a run with ``time_budget_minutes=minutes`` would train: up to the first epoch
+    that ends past the budget (a longer run's rows are cut there)."""
+    for k, r in enumerate(rows):
+        if r["elapsed_s"] >= minutes * 60:
+            return rows[:k + 1]
+    return rows
+
+
+def table(out: Path, epochs: int, speed: dict, minutes: float) -> str:
     lines = [f"| variant | epochs in budget | best val F MAE at budget (meV/Å) | after {epochs} "
              "epochs | structures/s alone | minutes for those epochs alone |", "|---" * 6 + "|"]
     for name in VARIANTS:
         path = out / slug(name) / "metrics.csv"
         if not path.is_file():
             continue
-        rows = read_metrics(path)
+        all_rows = read_metrics(path)
+        rows = within_budget(all_rows, minutes)
         sps = speed.get(name)
-        at_e = best_until(rows, "epoch", epochs)
-        minutes = epochs * 950 / sps / 60 if sps else None
+        at_e = best_until(all_rows, "epoch", epochs)
+        alone = epochs * 950 / sps / 60 if sps else None
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(f"| {name} | {int(rows[-1]['epoch'])} | "
                      f"{fmt(min(r['val_forces_mae_meV_per_A'] for r in rows), '.1f')} | "
-                     f"{fmt(at_e if len(rows) >= epochs else None, '.1f')} | "
-                     f"{fmt(sps, '.1f')} | {fmt(minutes, '.1f')} |")
+                     f"{fmt(at_e if len(all_rows) >= epochs else None, '.1f')} | "
+                     f"{fmt(sps, '.1f')} | {fmt(alone, '.1f')} |")
     return "\n".join(lines)
 
 
@@ -129,7 +139,7 @@ def main(argv=None) -> int:
         if args.speed and name not in speed:
             speed[name] = measure_speed(args.config, args.data, VARIANTS[name])
             speed_file.write_text(json.dumps(speed, indent=1))
-    text = table(out, args.epochs, speed)
+    text = table(out, args.epochs, speed, args.minutes)
     (out / "ablation.md").write_text(text + "\n")
     print(text)
     return 0
