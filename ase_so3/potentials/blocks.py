@@ -152,6 +152,18 @@ class NormActivation(nn.Module):
         return torch.cat([scalars, x[:, 1:] * gate], dim=1)
 
 
+def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[N, D, C]`` with degree ``degree[k]`` at row k (row 0: the scalars), ``gates``
+    ``[N, lmax, C]`` (pre-sigmoid, one per degree l >= 1): SiLU on row 0, ``x * sigmoid(gate_l)``
+    on the rows of degree l. Works in the global frame and in the edge frame alike (the gate of a
+    degree is the same for all its orders, which commutes with rotations about the edge)."""
+    scalars = torch.nn.functional.silu(x[:, :1])
+    if x.shape[1] == 1:
+        return scalars
+    g = torch.sigmoid(gates)[:, degree[1:] - 1]
+    return torch.cat([scalars, x[:, 1:] * g], dim=1)
+
+
 class GateActivation(nn.Module):
     """Gated nonlinearity (NequIP, eSEN): SiLU on scalars, each degree l > 0 of each channel
     times ``sigmoid`` of a linear function of the scalars."""
@@ -163,7 +175,6 @@ class GateActivation(nn.Module):
         self.register_buffer("degree", degree_of_index(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ase_so3.potentials.equivariant import gate
         g = (self.gates(x[:, 0]).view(x.shape[0], self.lmax, self.channels)
              if self.gates is not None else None)
         return gate(x, g, self.degree)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ase_so3.potentials.blocks import DegreeLinear
+from ase_so3.potentials.blocks import DegreeLinear, gate
 from ase_so3.so3.irreps import degree_of_index
 
 
@@ -39,18 +39,6 @@ class EquivariantRMSNorm(nn.Module):
         power = (x.pow(2).mean(dim=2) * self.balance.to(x.dtype)).sum(dim=1)  # [N]
         x = x * torch.rsqrt(power + self.eps)[:, None, None] * self.weight[self.degree]
         return torch.cat([x[:, :1] + self.bias, x[:, 1:]], dim=1)
-
-
-def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[N, D, C]`` with degree ``degree[k]`` at row k (row 0: the scalars), ``gates``
-    ``[N, lmax, C]`` (pre-sigmoid, one per degree l >= 1): SiLU on row 0, ``x * sigmoid(gate_l)``
-    on the rows of degree l. Works in the global frame and in the edge frame alike (the gate of a
-    degree is the same for all its orders, which commutes with rotations about the edge)."""
-    scalars = torch.nn.functional.silu(x[:, :1])
-    if x.shape[1] == 1:
-        return scalars
-    g = torch.sigmoid(gates)[:, degree[1:] - 1]
-    return torch.cat([scalars, x[:, 1:] * g], dim=1)
 
 
 class GatedFeedForward(nn.Module):

@@ -9,7 +9,7 @@ grows as O(L^3) instead of the O(L^6) of the full tensor product.
 
 Parity: features keep natural parity and the ``m -> -m`` couplings (from odd tensor-product paths)
 are dropped, so the energy is invariant under reflections too (see :mod:`ase_so3.so3.so2`).
-The defaults are the original ase_so3 eSCN (every shipped file before 0.2 uses them): the
+The defaults are the original ase_so3 eSCN (every file written by ase_so3 0.1 uses them): the
 message is linear in the neighbour's features and the radial network sees only the distance;
 TFN's norm nonlinearity, self-interaction and residual update the nodes. The options add the
 parts of the published eSCN / eSEN (:mod:`~ase_so3.potentials.escn_blocks`):
@@ -38,8 +38,8 @@ from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EdgeFeatures, 
                                        MessagePassingLayer, PolynomialEnvelope, SpeciesEmbedding)
 from ase_so3.potentials.equivariant import EquivariantRMSNorm, FeedForwardResidual
 from ase_so3.potentials.escn_blocks import EdgeDegreeEmbedding, GatedSO2Message, SO2Convolution
-from ase_so3.scatter import scatter_sum
 from ase_so3.potentials.registry import register
+from ase_so3.scatter import scatter_sum
 from ase_so3.so3 import so2
 from ase_so3.so3.edge_frame import EdgeWignerD
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ase_so3.potentials.blocks import RadialWeights
-from ase_so3.potentials.equivariant import gate
+from ase_so3.potentials.blocks import RadialWeights, gate
 from ase_so3.scatter import scatter_sum
 from ase_so3.so3 import so2
 
