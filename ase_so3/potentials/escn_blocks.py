@@ -83,9 +83,10 @@ class GatedSO2Message(nn.Module):
                 out = out[:, :, :n0 * h]
             y.append(out.reshape(e, signs * n, h))
         y[0] = gate(y[0], gates, self.degree0)
-        for m in range(1, len(y)):
-            deg = getattr(self, f"degree{m}")
-            y[m] = y[m] * torch.sigmoid(gates)[:, deg - 1]
+        if len(y) > 1:
+            sig = torch.sigmoid(gates)  # once for all m > 0 blocks
+            for m in range(1, len(y)):
+                y[m] = y[m] * sig[:, getattr(self, f"degree{m}") - 1]
         return so2.so2_linear(y, list(self.weights2), self.lmax, self.mmax)
 
 
