@@ -104,7 +104,7 @@ def _cmd_train(args) -> int:
         overrides.append(f"output={args.output}")
     cfg = TrainConfig.load(config, overrides)
     import os
-    result = Trainer(cfg).fit(resume=args.resume)
+    result = Trainer(cfg).fit(resume=args.resume, resume_from=args.resume_from)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun only rank 0 reports
     print(f"stopped ({result['stop_reason']}) after {result['epochs']} epochs, "
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", default=None)
     tr.add_argument("--output", default=None)
     tr.add_argument("--resume", action="store_true", help="continue from checkpoint_last.pt")
+    tr.add_argument("--resume-from", metavar="CHECKPOINT", default=None,
+                    help="continue from this checkpoint (e.g. OUTPUT/checkpoint_best.pt when "
+                         "checkpoint_last.pt is damaged)")
     ev = sub.add_parser("evaluate", help="errors of a potential on a data-set split")
     ev.add_argument("potential")
     ev.add_argument("data")

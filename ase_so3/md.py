@@ -64,10 +64,12 @@ def _plot(log_rows: list[dict], path: Path) -> Path | None:
 def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.0,
            timestep_fs: float = 0.5, steps: int = 200, seed: int = 0, friction_per_fs: float = 0.01,
            output: str | Path = "md_out", interval: int = 1, traj_format: str = "traj",
-           progress: bool = True) -> MDResult:
+           progress: bool = True, log_every: int = 10) -> MDResult:
     """Run NVE (velocity Verlet) or NVT (Langevin) MD; write trajectory, CSV log and plot.
 
-    Ctrl-C stops cleanly: frames written so far stay readable and the summary is still produced.
+    ``log.csv`` gets a row per step and is flushed to disk every ``log_every`` steps, so a run
+    killed hard keeps its log up to then. Ctrl-C stops cleanly: frames written so far stay
+    readable and the summary is still produced.
     """
     from ase import units
     from ase.io import Trajectory, write
@@ -98,12 +100,21 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
     log_path = out / "log.csv"
     rows: list[dict] = []
     n = len(atoms)
+    log_file = open(log_path, "w", newline="")
+    log_writer = None
 
     def record():
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        nonlocal log_writer
         rows.append({"step": dyn.nsteps, "time_fs": dyn.nsteps * timestep_fs,
                      "potential_eV": epot, "kinetic_eV": ekin, "total_eV": epot + ekin,
                      "temperature_K": atoms.get_temperature()})
+        if log_writer is None:
+            log_writer = csv.DictWriter(log_file, fieldnames=list(rows[0]))
+            log_writer.writeheader()
+        log_writer.writerow(rows[-1])
+        if dyn.nsteps % max(1, log_every) == 0:
+            log_file.flush()
         if dyn.nsteps % interval == 0:
             if traj is not None:
                 traj.write(atoms)
@@ -127,12 +138,9 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
     finally:
         seconds = time.perf_counter() - start
         bar.close()
+        log_file.close()
         if traj is not None:
             traj.close()
-    with open(log_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     total = np.asarray([r["total_eV"] for r in rows]) / n
     t_ps = np.asarray([r["time_fs"] for r in rows]) / 1000.0
     drift = float(np.polyfit(t_ps, total, 1)[0]) if ensemble == "nve" and len(rows) > 2 else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ase_so3.errors import PotentialFileError
+from ase_so3.errors import PotentialFileError, describe_exception
 from ase_so3.io_utils import atomic_path
 
 FORMAT = "ase_so3.potential"
@@ -59,13 +59,17 @@ def read_potential_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise PotentialFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise PotentialFileError(
+            f"{path} is empty (0 bytes): the file was truncated or never written. Export the "
+            "potential again (Potential.save(), or potential.pt of a training run)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise PotentialFileError(
-            f"{path} is not a readable ase_so3 potential ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). It may be truncated or damaged, or contain "
-            "pickled code, which is refused; re-export it with Potential.save()") from exc
+            f"{path} is not a readable ase_so3 potential ({describe_exception(exc)}). It may be "
+            "truncated or damaged, or contain pickled code, which is refused; re-export it with "
+            "Potential.save()") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PotentialFileError(
             f"{path} is not an ase_so3 potential file (no '{FORMAT}' header). Training "

@@ -12,7 +12,7 @@ import torch
 from ase_so3.loading import load_potential
 from ase_so3.training.data import GraphSet
 from ase_so3.training.hdf5 import HDF5Dataset
-from ase_so3.training.trainer import evaluate_graph_set
+from ase_so3.training.metrics import evaluate_graph_set
 
 
 def evaluate_potential(potential, data, split: str = "test", batch_size: int = 32,

@@ -3,6 +3,7 @@ schedule, and checkpoint files."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ase_so3.errors import ASESO3Error
+from ase_so3.errors import ASESO3Error, describe_exception
 from ase_so3.io_utils import atomic_path
 
 CHECKPOINT_FORMAT = "ase_so3.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: a ``checksum`` over the whole content (version 1 files still load)
 
 
 class CheckpointError(ASESO3Error, ValueError):
@@ -122,22 +123,74 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def _digest(obj, h) -> None:
+    """Feed a nested structure of dicts, lists, tuples, tensors and plain values into ``h``, so
+    that every tensor byte and every number of a checkpoint counts."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for v in obj:
+            _digest(v, h)
+    else:
+        h.update(f"V{type(obj).__name__}:{obj!r}".encode())
+
+
+def checkpoint_checksum(payload: dict) -> str:
+    h = hashlib.sha256()
+    _digest({k: v for k, v in payload.items() if k != "checksum"}, h)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     payload = dict(payload, format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION)
+    payload["checksum"] = checkpoint_checksum(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, model_name: str, model_config: dict) -> dict:
-    """Read a checkpoint and check it belongs to the same model and configuration."""
+def read_checkpoint(path: Path) -> dict:
+    """Load a checkpoint and check that it is whole (size, format, checksum); raise
+    :class:`CheckpointError` saying what is wrong otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): it was truncated or never written")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}); it may be damaged. Delete it "
-                              "to start afresh, or resume from checkpoint_best.pt") from exc
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({describe_exception(exc)}); "
+                              "it is truncated or damaged") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an ase_so3 training checkpoint")
+    expected = payload.get("checksum")
+    if expected is None and payload.get("format_version", 1) >= 2:
+        raise CheckpointError(f"{path} is damaged: its checksum entry is missing")
+    if expected is not None and expected != checkpoint_checksum(payload):
+        raise CheckpointError(f"{path} is damaged: its checksum does not match its content")
+    return payload
+
+
+def sound_checkpoint_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at ``path`` if it exists and is whole, else None."""
+    try:
+        return int(read_checkpoint(path)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def load_checkpoint(path: Path, model_name: str, model_config: dict) -> dict:
+    """Read a checkpoint and check it is whole and belongs to the same model and configuration."""
+    payload = read_checkpoint(path)
     if payload["model"] != model_name:
         raise CheckpointError(f"{path} is a checkpoint of a '{payload['model']}' model, but this "
                               f"run trains '{model_name}'; use another --output folder or the "
@@ -148,4 +201,3 @@ def load_checkpoint(path: Path, model_name: str, model_config: dict) -> dict:
         raise CheckpointError(f"{path} was written with a different model configuration "
                               f"(checkpoint, now): {diff}; use another --output folder")
     return payload
-

@@ -9,6 +9,7 @@ Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculat
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -28,9 +29,11 @@ from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.training.config import TrainConfig
 from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
                                    fit_atomic_energies, species_in)
+from ase_so3.training import logs
 from ase_so3.training.hdf5 import HDF5Dataset
-from ase_so3.training.state import (EMA, LRSchedule, load_checkpoint, rng_state, save_checkpoint,
-                                    set_rng_state)
+from ase_so3.training.metrics import evaluate_graph_set  # noqa: F401  (public here too)
+from ase_so3.training.state import (EMA, CheckpointError, LRSchedule, load_checkpoint, rng_state,
+                                    save_checkpoint, set_rng_state, sound_checkpoint_epoch)
 
 
 class TrainingDivergedError(ASESO3Error, RuntimeError):
@@ -107,15 +110,14 @@ class Trainer:
         loss = terms["total"]
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
-                f"the loss became {loss.item()} at epoch {self.epoch}; the last good checkpoint "
-                f"{self.out / 'checkpoint_last.pt'} is kept. Lower the learning rate (lr) or "
-                "check the data for outliers, then resume with --resume")
+                f"the loss became {loss.item()} in epoch {self.epoch + 1}; "
+                f"{self._divergence_advice()}")
         loss.backward()
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             if not torch.isfinite(norm):
-                raise TrainingDivergedError(f"gradients became non-finite at epoch {self.epoch}; "
-                                            "lower lr and resume with --resume")
+                raise TrainingDivergedError(f"gradients became non-finite in epoch "
+                                            f"{self.epoch + 1}; {self._divergence_advice()}")
         self.optimizer.step()
         self.schedule.step()
         if self.ema is not None:
@@ -143,11 +145,25 @@ class Trainer:
                 "bad_epochs": self.bad_epochs, "history": self.history, "elapsed": self.elapsed,
                 "rng": rng_state(), "train_config": self.cfg.to_dict()}
 
-    def resume(self) -> bool:
-        path = self.out / "checkpoint_last.pt"
-        if not path.is_file():
+    def resume(self, path: Path | None = None) -> bool:
+        """Continue from ``path`` (default ``checkpoint_last.pt`` of the output folder, if there
+        is one). Then the logs are rebuilt from the checkpoint's history and ``potential.pt`` is
+        re-exported from ``checkpoint_best.pt`` if a kill left it older than the best epoch."""
+        explicit = path is not None
+        path = Path(path) if explicit else self.out / "checkpoint_last.pt"
+        if not explicit and not path.is_file():
             return False
-        p = load_checkpoint(path, self.model.name, self.model_config)
+        try:
+            p = load_checkpoint(path, self.model.name, self.model_config)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}. {self._sound_alternative(path)}") from exc
+        self._restore(p)
+        if self.rank == 0:
+            logs.rewrite(self.out, self.history)
+            self._reexport_best_if_stale()
+        return True
+
+    def _restore(self, p: dict) -> None:
         self.model.load_state_dict(p["state_dict"])
         if self.ema is not None and p["ema"] is not None:
             self.ema.load_state_dict(p["ema"])
@@ -156,7 +172,53 @@ class Trainer:
         self.epoch, self.best_metric = p["epoch"], p["best_metric"]
         self.bad_epochs, self.history, self.elapsed = p["bad_epochs"], p["history"], p["elapsed"]
         set_rng_state(p["rng"])
-        return True
+
+    def _sound_alternative(self, bad: Path) -> str:
+        """Advice after ``bad`` failed to load: an intact checkpoint of this folder to resume from."""
+        for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+            other = self.out / name
+            if other.resolve() == Path(bad).resolve():
+                continue
+            epoch = sound_checkpoint_epoch(other)
+            if epoch is not None:
+                return (f"{other} (epoch {epoch}) is intact: resume from it with "
+                        f"`ase-so3 train ... --resume-from {other}` (later epochs are trained "
+                        "again)")
+        return (f"No intact checkpoint is left in {self.out}: start afresh in a new --output "
+                "folder (or delete the damaged file)")
+
+    def _divergence_advice(self) -> str:
+        last = self.out / "checkpoint_last.pt"
+        epoch = sound_checkpoint_epoch(last)
+        if epoch is None:
+            return ("no checkpoint was written before it (it diverged in the first epoch). Lower "
+                    "the learning rate (lr) and start again")
+        return (f"the last good checkpoint {last} (epoch {epoch}) is kept. Lower the learning "
+                "rate (lr), then resume with --resume")
+
+    def _best_epoch(self) -> int | None:
+        scores = [(r["val_forces_mae_meV_per_A"], r["epoch"]) for r in self.history]
+        return min(scores)[1] if scores else None
+
+    def _reexport_best_if_stale(self) -> None:
+        best = self._best_epoch()
+        path = self.out / "potential.pt"
+        if best is None:
+            return
+        try:
+            from ase_so3.potentials.serialization import read_potential_file
+            current = read_potential_file(path)["metadata"].get("epochs")
+        except Exception:
+            current = None
+        if current == best:
+            return
+        best_path = self.out / "checkpoint_best.pt"
+        if sound_checkpoint_epoch(best_path) != best:
+            return
+        here = copy.deepcopy(self._payload())  # state_dict() shares the live tensors
+        self._restore(load_checkpoint(best_path, self.model.name, self.model_config))
+        self.export_potential(path)
+        self._restore(here)
 
     def export_potential(self, path: Path) -> None:
         if self.ema is not None:
@@ -171,14 +233,20 @@ class Trainer:
                 self.ema.swap(self.model)
 
     # -- the loop -----------------------------------------------------------------------------
-    def fit(self, resume: bool = False, log=print) -> dict:
+    def fit(self, resume: bool = False, log=print, resume_from: str | Path | None = None) -> dict:
+        """Train. ``resume``: continue from ``checkpoint_last.pt`` if there is one;
+        ``resume_from``: continue from that checkpoint (for example ``checkpoint_best.pt``)."""
         from tqdm import tqdm
         cfg, main = self.cfg, self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            (self.out / "dataset_stats.json").write_text(json.dumps(self.stats, indent=2))
-        if resume and self.resume():
+            with atomic_path(self.out / "dataset_stats.json") as tmp:
+                tmp.write_text(json.dumps(logs.finite_or_none(self.stats), indent=2, allow_nan=False))
+        if resume_from is not None:
+            self.resume(Path(resume_from))
+            log(f"resumed from epoch {self.epoch} ({resume_from})")
+        elif resume and self.resume():
             log(f"resumed from epoch {self.epoch}")
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else math.inf
         stop_reason = "max_epochs"
@@ -208,12 +276,14 @@ class Trainer:
                    "structures_per_s": len(self.train_set) / max(train_seconds, 1e-9),
                    **{f"val_{k}": v for k, v in metrics.items()}}
             self.history.append(row)
-            if main:
-                self._write_logs(row)
-                save_checkpoint(self.out / "checkpoint_last.pt", self._payload())
+            if main:  # checkpoint_last.pt commits the epoch; resume() repairs the rest
+                payload = self._payload()
                 if improved:
-                    save_checkpoint(self.out / "checkpoint_best.pt", self._payload())
+                    save_checkpoint(self.out / "checkpoint_best.pt", payload)
+                save_checkpoint(self.out / "checkpoint_last.pt", payload)
+                if improved:
                     self.export_potential(self.out / "potential.pt")
+                self._write_logs(row)
                 log(f"epoch {self.epoch}: loss {row['train_loss']:.4g}, val E MAE "
                     f"{metrics['energy_mae_meV']:.2f} meV, F MAE {metric:.2f} meV/Å, lr "
                     f"{row['lr']:.2e}, {row['structures_per_s']:.1f} structures/s")
@@ -263,57 +333,13 @@ class Trainer:
         return delta
 
     def _write_logs(self, row: dict) -> None:
-        path = self.out / "metrics.csv"
-        new = not path.exists() or self.epoch == 1
-        with open(path, "w" if new else "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        with open(self.out / "metrics.jsonl", "w" if new else "a") as f:
-            f.write(json.dumps(row) + "\n")
+        logs.append_row(self.out, row, self.history)
         if self.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             with SummaryWriter(str(self.out / "tensorboard")) as tb:
                 for k, v in row.items():
                     if k != "epoch" and isinstance(v, (int, float)):
                         tb.add_scalar(k, v, self.epoch)
-
-
-def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, device,
-                       per_structure: bool = False) -> dict:
-    """Energy (meV, meV/atom) and force (meV/Å) MAE/RMSE of ``model`` on a graph set. With
-    ``per_structure`` also per-structure rows and the raw ``parity`` arrays (per-atom energies and
-    force components, reference and predicted, eV and eV/Å)."""
-    e_ref, e_pred, f_ref, f_pred, counts, rows = [], [], [], [], [], []
-    for b in graph_set.batches(batch_size, shuffle=False):
-        graph, target = graph_set.collate(b, dtype, device)
-        with torch.enable_grad():
-            pred = energy_forces_stress(model, graph, forces=True)
-        e_ref.append(target[K.ENERGY].cpu().numpy())
-        e_pred.append(pred[K.ENERGY].detach().cpu().numpy())
-        f_ref.append(target[K.FORCES].cpu().numpy().reshape(-1))
-        f_pred.append(pred[K.FORCES].detach().cpu().numpy().reshape(-1))
-        counts.append(target["num_atoms"].cpu().numpy())
-        if per_structure:
-            ptr = graph[K.PTR].cpu().numpy()
-            df = np.abs(f_pred[-1] - f_ref[-1]).reshape(-1, 3)
-            for k, pos in enumerate(b):
-                rows.append({"index": int(graph_set.indices[pos]), "num_atoms": int(counts[-1][k]),
-                             "energy_ref_eV": float(e_ref[-1][k]),
-                             "energy_pred_eV": float(e_pred[-1][k]),
-                             "forces_mae_meV_per_A": float(df[ptr[k]:ptr[k + 1]].mean() * 1e3)})
-    e_ref, e_pred, f_ref, f_pred, n = (np.concatenate(x) for x in (e_ref, e_pred, f_ref, f_pred, counts))
-    e, f = e_pred - e_ref, f_pred - f_ref
-    out = {"energy_mae_meV": float(np.abs(e).mean() * 1e3),
-           "energy_rmse_meV": float(np.sqrt((e ** 2).mean()) * 1e3),
-           "energy_mae_meV_per_atom": float(np.abs(e / n).mean() * 1e3),
-           "forces_mae_meV_per_A": float(np.abs(f).mean() * 1e3),
-           "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()) * 1e3)}
-    if per_structure:
-        out["per_structure"] = rows
-        out["parity"] = {"energy_per_atom": (e_ref / n, e_pred / n), "forces": (f_ref, f_pred)}
-    return out
 
 
 def _to(d: dict, device) -> dict:

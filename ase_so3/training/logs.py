@@ -1,0 +1,57 @@
+"""The per-epoch logs of a training run, ``metrics.csv`` and ``metrics.jsonl``: one row per epoch,
+appended while the files end at the previous epoch, rewritten whole (atomically) from the
+checkpoint's history otherwise, so a kill at any instant followed by ``--resume`` never leaves a
+duplicated or missing row."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from ase_so3.io_utils import atomic_path
+
+
+def append_row(out: Path, row: dict, history: list[dict]) -> None:
+    path = Path(out) / "metrics.csv"
+    if row["epoch"] == 1 or not path.exists() or last_logged_epoch(path) != row["epoch"] - 1:
+        rewrite(out, history)
+        return
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=list(row)).writerow(row)
+    with open(Path(out) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def rewrite(out: Path, history: list[dict]) -> None:
+    """Both files from ``history``, each in one atomic replace."""
+    if not history:
+        return
+    with atomic_path(Path(out) / "metrics.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+    with atomic_path(Path(out) / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+
+
+def last_logged_epoch(path: Path) -> int | None:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return int(rows[-1]["epoch"]) if rows else 0
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def finite_or_none(obj):
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

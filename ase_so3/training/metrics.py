@@ -1,0 +1,46 @@
+"""Energy and force errors of a potential on a set of structures (validation, ``ase-so3 evaluate``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ase_so3 import keys as K
+from ase_so3.potentials.forces import energy_forces_stress
+from ase_so3.training.data import GraphSet
+
+
+def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, device,
+                       per_structure: bool = False) -> dict:
+    """Energy (meV, meV/atom) and force (meV/Å) MAE/RMSE of ``model`` on a graph set. With
+    ``per_structure`` also per-structure rows and the raw ``parity`` arrays (per-atom energies and
+    force components, reference and predicted, eV and eV/Å)."""
+    e_ref, e_pred, f_ref, f_pred, counts, rows = [], [], [], [], [], []
+    for b in graph_set.batches(batch_size, shuffle=False):
+        graph, target = graph_set.collate(b, dtype, device)
+        with torch.enable_grad():
+            pred = energy_forces_stress(model, graph, forces=True)
+        e_ref.append(target[K.ENERGY].cpu().numpy())
+        e_pred.append(pred[K.ENERGY].detach().cpu().numpy())
+        f_ref.append(target[K.FORCES].cpu().numpy().reshape(-1))
+        f_pred.append(pred[K.FORCES].detach().cpu().numpy().reshape(-1))
+        counts.append(target["num_atoms"].cpu().numpy())
+        if per_structure:
+            ptr = graph[K.PTR].cpu().numpy()
+            df = np.abs(f_pred[-1] - f_ref[-1]).reshape(-1, 3)
+            for k, pos in enumerate(b):
+                rows.append({"index": int(graph_set.indices[pos]), "num_atoms": int(counts[-1][k]),
+                             "energy_ref_eV": float(e_ref[-1][k]),
+                             "energy_pred_eV": float(e_pred[-1][k]),
+                             "forces_mae_meV_per_A": float(df[ptr[k]:ptr[k + 1]].mean() * 1e3)})
+    e_ref, e_pred, f_ref, f_pred, n = (np.concatenate(x) for x in (e_ref, e_pred, f_ref, f_pred, counts))
+    e, f = e_pred - e_ref, f_pred - f_ref
+    out = {"energy_mae_meV": float(np.abs(e).mean() * 1e3),
+           "energy_rmse_meV": float(np.sqrt((e ** 2).mean()) * 1e3),
+           "energy_mae_meV_per_atom": float(np.abs(e / n).mean() * 1e3),
+           "forces_mae_meV_per_A": float(np.abs(f).mean() * 1e3),
+           "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()) * 1e3)}
+    if per_structure:
+        out["per_structure"] = rows
+        out["parity"] = {"energy_per_atom": (e_ref / n, e_pred / n), "forces": (f_ref, f_pred)}
+    return out
