@@ -111,6 +111,12 @@ class SO3Calculator(Calculator):
             self.graph_step = CUDAGraphStep(self.potential)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if "stress" in properties and not np.all((atoms if atoms is not None else self.atoms).pbc):
+            from ase.calculators.calculator import PropertyNotImplementedError
+            pbc = (atoms if atoms is not None else self.atoms).pbc.tolist()
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions; this structure has "
+                f"pbc={pbc}. Molecules and slabs have energies and forces only")
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.potential.check_species(atoms.numbers)

@@ -1,8 +1,11 @@
 """ASE I/O format ``ase_so3_h5`` (entry-point group ``ase.ioformats``):
 ``ase.io.read("data.h5", ":")`` and ``ase.io.write("data.h5", images)``.
 
-Read structures carry their labels as a SinglePointCalculator (energy, forces, stress). Written
-files have no splits; use ``ase-so3 convert`` for files with train/val/test splits.
+Read structures carry their labels as a SinglePointCalculator (energy, forces, stress: those the
+file holds). Writing takes the labels each structure's calculator holds, any of them may be
+missing; ``append=True`` adds to an existing file (its splits kept), and an existing file is
+replaced only with ``overwrite=True``. Written files have no splits of their own; use
+``ase-so3 convert`` for files with train/val/test splits.
 """
 
 from __future__ import annotations
@@ -24,11 +27,27 @@ def read_ase_so3_h5(filename, index=slice(None)):
         ds.close()
 
 
-def write_ase_so3_h5(filename, images, **kwargs):
+def write_ase_so3_h5(filename, images, append: bool = False, overwrite: bool = False):
+    from pathlib import Path
+
     from ase import Atoms
 
-    from ase_so3.training.hdf5 import Structure, write_dataset
+    from ase_so3.training.hdf5 import HDF5Dataset, Structure, write_dataset
     if isinstance(images, Atoms):
         images = [images]
-    write_dataset(filename, [Structure.from_atoms(a) for a in images],
-                  provenance="written through ase.io.write")
+    new = [Structure.from_atoms(a) for a in images]
+    path = Path(filename)
+    old, splits, descriptions, provenance = [], {}, {}, "written through ase.io.write"
+    if path.exists() and append:
+        ds = HDF5Dataset(path)
+        try:
+            old = [ds[i] for i in range(len(ds))]
+            splits = {name: ds.split(name) for name in ds.split_names}
+            descriptions = {n: ds.split_description(n) for n in ds.split_names}
+            provenance = f"{ds.provenance}; {len(new)} structures appended through ase.io.write"
+        finally:
+            ds.close()
+    elif path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass append=True to add the structures to it or "
+                              "overwrite=True to replace it")
+    write_dataset(path, old + new, splits, provenance=provenance, split_descriptions=descriptions)

@@ -98,6 +98,12 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         else:
             structures = read_ase_file(p, energy_key, forces_key, energy_unit)
             unit_note = f"{energy_unit} -> eV"
+        for k, st in enumerate(structures):
+            bad = st.non_finite()
+            if bad:
+                raise ValueError(f"{p}: frame {k} holds NaN or infinite values in "
+                                 f"{', '.join(bad)}; nothing was written. Fix or drop that "
+                                 "frame and convert again")
         kind = "train" if _is_official(p, "train") else "test" if _is_official(p, "test") else "all"
         pools[kind].extend(structures)
         sources.append(f"{p.name} ({len(structures)} structures, {kind}, {unit_note})")

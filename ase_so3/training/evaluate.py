@@ -27,6 +27,7 @@ def evaluate_potential(potential, data, split: str = "test", batch_size: int = 3
     indices = ds.split(split)
     if limit is not None:
         indices = indices[:limit]
+    ds.check(indices, split)
     graph_set = GraphSet(ds, indices, model.cutoff)
     ds.close()
     metrics = evaluate_graph_set(model, graph_set, batch_size, torch_dtype, device,

@@ -14,7 +14,13 @@ Schema version 1 (all lengths in Å, energies in eV, forces in eV/Å, stress in 
     /structures/pbc        bool    [S, 3]
     /structures/stress     float64 [S, 3, 3] optional
     /structures/weight     float64 [S]       optional, default 1
+    /structures/has_energy bool    [S]       optional, default all true: which structures carry
+    /structures/has_forces bool    [S]       an energy / forces label (missing ones stored NaN)
     /splits/<name>         int64   [k]       structure indices; attrs: description
+
+Every stored label is finite: writing refuses NaN and infinities, and :meth:`HDF5Dataset.check`
+(run when a split is opened for training or evaluation) names the file, split, structure and
+field of any that a hand-made file holds.
 
 Reading is lazy (only the requested structures are read), and each process (DataLoader worker)
 opens its own handle. Files are written atomically.
@@ -48,41 +54,49 @@ class Structure:
 
     numbers: np.ndarray
     positions: np.ndarray
-    energy: float
-    forces: np.ndarray
+    energy: float | None  # None: no energy label
+    forces: np.ndarray | None  # None: no force labels
     cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
     stress: np.ndarray | None = None
     weight: float = 1.0
 
+    def non_finite(self) -> list[str]:
+        """The fields (positions, cell, energy, forces, stress) holding NaN or infinities."""
+        fields = {"positions": self.positions, "cell": self.cell, "energy": self.energy,
+                  "forces": self.forces, "stress": self.stress}
+        return [k for k, v in fields.items() if v is not None and not np.all(np.isfinite(v))]
+
     def to_atoms(self):
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
-        results = {"energy": float(self.energy), "forces": np.array(self.forces)}
+        results = {}
+        if self.energy is not None:
+            results["energy"] = float(self.energy)
+        if self.forces is not None:
+            results["forces"] = np.array(self.forces)
         if self.stress is not None:
             from ase.stress import full_3x3_to_voigt_6_stress
             results["stress"] = full_3x3_to_voigt_6_stress(self.stress)
-        atoms.calc = SinglePointCalculator(atoms, **results)
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
     @classmethod
     def from_atoms(cls, atoms, energy=None, forces=None, stress=None, weight: float = 1.0):
-        """Labels from the arguments, else from the attached calculator's results."""
-        calc = atoms.calc
-        if energy is None:
-            if calc is None:
-                raise ValueError("structure has no energy: attach results or pass energy=")
-            energy = atoms.get_potential_energy()
-        if forces is None:
-            if calc is None:
-                raise ValueError("structure has no forces: attach results or pass forces=")
-            forces = atoms.get_forces()
-        if stress is None and calc is not None and "stress" in calc.results:
+        """Labels from the arguments, else from the results the attached calculator holds
+        (none computed here); a label found in neither stays missing (None)."""
+        results = getattr(atoms.calc, "results", None) or {}
+        energy = results.get("energy") if energy is None else energy
+        forces = results.get("forces") if forces is None else forces
+        if stress is None and "stress" in results:
             from ase.stress import voigt_6_to_full_3x3_stress
-            stress = voigt_6_to_full_3x3_stress(calc.results["stress"])
+            stress = np.asarray(results["stress"])
+            stress = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
         return cls(numbers=np.asarray(atoms.numbers), positions=atoms.get_positions(),
-                   energy=float(energy), forces=np.asarray(forces, dtype=np.float64),
+                   energy=None if energy is None else float(energy),
+                   forces=None if forces is None else np.asarray(forces, dtype=np.float64),
                    cell=np.asarray(atoms.cell.array, dtype=np.float64),
                    pbc=np.asarray(atoms.pbc, dtype=bool),
                    stress=None if stress is None else np.asarray(stress, dtype=np.float64),
@@ -91,7 +105,8 @@ class Structure:
 
 def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarray] | None = None,
                   provenance: str = "", split_descriptions: dict[str, str] | None = None) -> None:
-    """Write structures (and named splits) to ``path`` atomically."""
+    """Write structures (and named splits) to ``path`` atomically. Labels may be missing per
+    structure and field (energy, forces); every value written must be finite."""
     if not structures:
         raise ValueError("no structures to write")
     counts = np.array([len(s.numbers) for s in structures], dtype=np.int64)
@@ -100,11 +115,16 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
     if any(has_stress) and not all(has_stress):
         raise ValueError("either every structure has a stress or none has")
     for k, s in enumerate(structures):
-        if s.positions.shape != (len(s.numbers), 3) or s.forces.shape != (len(s.numbers), 3):
+        n = len(s.numbers)
+        if s.positions.shape != (n, 3) or (s.forces is not None and s.forces.shape != (n, 3)):
             raise ValueError(f"structure {k}: positions/forces must be [n_atoms, 3]")
-        if not (np.isfinite(s.energy) and np.all(np.isfinite(s.positions))
-                and np.all(np.isfinite(s.forces))):
-            raise ValueError(f"structure {k} has NaN or infinite values")
+        bad = s.non_finite()
+        if bad:
+            raise ValueError(f"structure {k}: {', '.join(bad)} hold NaN or infinite values; "
+                             "fix or drop this structure before writing")
+    has_energy = np.array([s.energy is not None for s in structures])
+    has_forces = np.array([s.forces is not None for s in structures])
+    nan3 = [np.full((len(s.numbers), 3), np.nan) for s in structures]
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
@@ -116,15 +136,21 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
             a.create_dataset("positions", data=np.concatenate([s.positions for s in structures]))
             a.create_dataset("numbers", data=np.concatenate([s.numbers for s in structures])
                              .astype(np.int32))
-            a.create_dataset("forces", data=np.concatenate([s.forces for s in structures]))
+            a.create_dataset("forces", data=np.concatenate(
+                [s.forces if s.forces is not None else m for s, m in zip(structures, nan3)]))
             g = f.create_group("structures")
             g.create_dataset("offsets", data=offsets)
-            g.create_dataset("energy", data=np.array([s.energy for s in structures]))
+            g.create_dataset("energy", data=np.array(
+                [s.energy if s.energy is not None else np.nan for s in structures], dtype=float))
             g.create_dataset("cell", data=np.stack([s.cell for s in structures]))
             g.create_dataset("pbc", data=np.stack([s.pbc for s in structures]))
             g.create_dataset("weight", data=np.array([s.weight for s in structures]))
             if all(has_stress):
                 g.create_dataset("stress", data=np.stack([s.stress for s in structures]))
+            if not has_energy.all():
+                g.create_dataset("has_energy", data=has_energy)
+            if not has_forces.all():
+                g.create_dataset("has_forces", data=has_forces)
             sp = f.create_group("splits")
             for name, idx in (splits or {}).items():
                 idx = np.asarray(idx, dtype=np.int64)
@@ -150,6 +176,10 @@ class HDF5Dataset:
             self.split_names = sorted(f["splits"].keys()) if "splits" in f else []
             self.has_stress = "structures/stress" in f
             self.provenance = str(f.attrs.get("provenance", ""))
+            self.has_energy = (f["structures/has_energy"][()].astype(bool)
+                               if "structures/has_energy" in f else None)  # None: all labelled
+            self.has_forces = (f["structures/has_forces"][()].astype(bool)
+                               if "structures/has_forces" in f else None)
 
     def _open_checked(self) -> h5py.File:
         if not self.path.is_file():
@@ -221,11 +251,15 @@ class HDF5Dataset:
         i = int(i) % self.num_structures
         f = self._handle()
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        labelled_e = self.has_energy is None or self.has_energy[i]
+        labelled_f = self.has_forces is None or self.has_forces[i]
         try:
             return Structure(
                 numbers=f["atoms/numbers"][a:b].astype(np.int64),
-                positions=f["atoms/positions"][a:b], forces=f["atoms/forces"][a:b],
-                energy=float(f["structures/energy"][i]), cell=f["structures/cell"][i],
+                positions=f["atoms/positions"][a:b],
+                forces=f["atoms/forces"][a:b] if labelled_f else None,
+                energy=float(f["structures/energy"][i]) if labelled_e else None,
+                cell=f["structures/cell"][i],
                 pbc=f["structures/pbc"][i].astype(bool),
                 stress=f["structures/stress"][i] if self.has_stress else None,
                 weight=float(f["structures/weight"][i]) if "structures/weight" in f else 1.0)
@@ -233,10 +267,58 @@ class HDF5Dataset:
             raise DatasetFileError(f"{self.path}: structure {i} cannot be read ({exc}); the file "
                                    "is damaged") from exc
 
+    def check(self, indices, split: str | None = None, labels: bool = True) -> None:
+        """Raise :class:`DatasetFileError` naming the file, split, structure and field if a
+        structure among ``indices`` holds a NaN or infinite value, or (``labels``) lacks its
+        energy or force labels."""
+        f = self._handle()
+        indices = np.asarray(indices, dtype=np.int64)
+        where = f" of split {split!r}" if split else ""
+        advice = ("fix or drop it in the source data and convert again (`ase-so3 convert` "
+                  "refuses non-finite values)")
+        if labels:
+            for name, mask in (("energy", self.has_energy), ("forces", self.has_forces)):
+                if mask is not None and not mask[indices].all():
+                    i = int(indices[~mask[indices]][0])
+                    n = int((~mask[indices]).sum())
+                    raise DatasetFileError(
+                        f"{self.path}: structure {i}{where} has no {name} label ({n} structures "
+                        f"of the split lack one); training and evaluation need energies and "
+                        "forces for every structure: label them or leave them out of the split")
+        atom_rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1])
+                                    for i in indices]) if len(indices) else np.zeros(0, int)
+        per_atom = ["positions"] + (["forces"] if labels else [])
+        per_structure = ["cell"] + (["energy"] if labels else []) + (
+            ["stress"] if self.has_stress else [])
+        for name in per_atom + per_structure:
+            group = "atoms" if name in per_atom else "structures"
+            data = f[f"{group}/{name}"][()]
+            rows = atom_rows if name in per_atom else indices
+            values = data[rows].reshape(len(rows), -1)
+            bad = ~np.isfinite(values).all(axis=1)
+            if name == "forces" and self.has_forces is not None:
+                bad &= np.repeat(self.has_forces[indices], np.diff(self.offsets)[indices])
+            if name == "energy" and self.has_energy is not None:
+                bad &= self.has_energy[indices]
+            if bad.any():
+                k = int(np.argmax(bad))
+                if name in per_atom:
+                    s = int(np.searchsorted(self.offsets, rows[k], side="right") - 1)
+                    what = f"atom {int(rows[k] - self.offsets[s])} of structure {s}"
+                else:
+                    what = f"structure {int(rows[k])}"
+                raise DatasetFileError(
+                    f"{self.path}: {what}{where} has a non-finite {name} value "
+                    f"({values[k].tolist()}); {advice}")
+
     def split(self, name: str) -> np.ndarray:
         if name not in self.split_names:
             raise KeyError(f"{self.path} has no split {name!r}; it has {self.split_names}")
         return self._handle()[f"splits/{name}"][()]
+
+    def split_description(self, name: str) -> str:
+        self.split(name)  # the clear error for an unknown split
+        return str(self._handle()[f"splits/{name}"].attrs.get("description", ""))
 
     def all_numbers(self) -> np.ndarray:
         return self._handle()["atoms/numbers"][()]

@@ -65,6 +65,8 @@ class Trainer:
         self.out = Path(cfg.output)
         torch.manual_seed(cfg.seed)
         ds = HDF5Dataset(cfg.data)
+        for split in (cfg.train_split, cfg.val_split):
+            ds.check(ds.split(split), split)  # finite, labelled: before anything is written
         species = tuple(cfg.model_config.get("species") or species_in(ds))
         model_kwargs = {**cfg.model_config, "species": list(species)}
         cutoff = model_kwargs.setdefault("cutoff", get_model_class(cfg.model).config_class.cutoff)
@@ -227,10 +229,23 @@ class Trainer:
             self.model.save(path, metadata={
                 "training_data": str(self.cfg.data), "train_split": self.cfg.train_split,
                 "epochs": self.epoch, "train_config": self.cfg.to_dict(),
-                "best_val_forces_mae_meV_per_A": self.best_metric})
+                "best_val_forces_mae_meV_per_A": self.best_metric,
+                "reference_structures": self._reference_structures()})
         finally:
             if self.ema is not None:
                 self.ema.swap(self.model)
+
+    def _reference_structures(self, count: int = 2) -> list[dict]:
+        """The first ``count`` training structures as plain lists (numbers, positions, cell,
+        pbc): what ``ase-so3 check`` runs its dynamics on, inside the training distribution."""
+        ds = self.train_set.dataset
+        out = []
+        for i in self.train_set.indices[:count]:
+            s = ds[int(i)]
+            out.append({"numbers": s.numbers.tolist(), "positions": s.positions.tolist(),
+                        "cell": np.asarray(s.cell).tolist(), "pbc": np.asarray(s.pbc).tolist()})
+        ds.close()
+        return out
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False, log=print, resume_from: str | Path | None = None) -> dict:
