@@ -106,3 +106,23 @@ def test_ablation_table_reads_each_variant(tmp_path):
     assert lines["no message gate"].startswith("| no message gate | 12 | 8.3 | 9.0 | - | - |")
     short = table(tmp_path, epochs=10, speed={}, minutes=2.0).splitlines()[2]
     assert short.startswith("| full | 4 | 10.0 | 4.0 |")  # cut at the first epoch past 120 s
+
+
+def test_pareto_front_and_matched_accuracy_table():
+    from ase_so3.benchmark.pareto import collect_rows, markdown, pareto_front
+    assert pareto_front([(1.0, 10.0), (2.0, 5.0), (3.0, 7.0), (0.5, 20.0)]) == [3, 0, 1]
+    results = {"molecules": {"ethanol": {
+        "escn": {"kind": "ours", "epochs": 100, "test": {
+            "15": {"forces_mae_meV_per_A": 17.0, "parameters": 10},
+            "60": {"forces_mae_meV_per_A": 7.0, "parameters": 10}}},
+        "mace-64x1o": {"kind": "mace", "epochs": 50, "test": {
+            "15": {"forces_mae_meV_per_A": 23.0, "parameters": 20},
+            "60": {"forces_mae_meV_per_A": 14.0, "parameters": 20}}}}}}
+    timings = {"ethanol": {"escn": {"latency_ms": 5.0, "md_steps_per_s": 150.0, "timed_file": "a"},
+                           "mace-64x1o": {"latency_ms": 20.0, "md_steps_per_s": 40.0,
+                                          "timed_file": "b"}}}
+    rows = collect_rows(results, timings)
+    assert len(rows) == 4 and {r["epochs"] for r in rows if r["budget_min"] == 60} == {100, 50}
+    text = markdown(rows)
+    assert "| escn | 60 | 10 | 7.00 | - | 5.00 | 150.0 | 0.50 | 0.25 |" in text
+    assert "| mace-64x1o | 15 | 20 | 23.00 | - | 20.00 | 40.0 | 1.00 | 1.00 |" in text
