@@ -138,6 +138,11 @@ def _cmd_check(args) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
+def _cmd_ipi_client(args) -> int:
+    from ase_so3.engines.ipi import run_cli
+    return run_cli(args)
+
+
 def _cmd_benchmark(args) -> int:
     if args.which == "scaling":
         from ase_so3.benchmark.scaling import main as scaling_main
@@ -222,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
     ck.add_argument("--nve-steps", type=int, default=200)
+    from ase_so3.engines.ipi import add_parser as add_ipi_parser
+    add_ipi_parser(sub)
     bm = sub.add_parser("benchmark", help="benchmarks: run (ours vs MACE: accuracy, speed, "
                         "stability), learning (ours vs MACE at equal training budget), ablation (what "
                         "each eSCN option buys), pareto (latency at matched accuracy), report "
@@ -243,7 +250,8 @@ def main(argv=None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
-                "evaluate": _cmd_evaluate, "check": _cmd_check, "benchmark": _cmd_benchmark}
+                "evaluate": _cmd_evaluate, "check": _cmd_check, "benchmark": _cmd_benchmark,
+                "ipi-client": _cmd_ipi_client}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
