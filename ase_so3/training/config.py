@@ -13,39 +13,39 @@ import yaml
 @dataclass
 class TrainConfig:
     data: str = ""  # HDF5 data set (ase_so3 schema)
-    output: str = "runs/train"
+    output: str = "runs/train"  # folder for potential.pt, checkpoints and logs
     model: str = "escn"  # registry name: tfn | se3_transformer | escn
     model_config: dict = field(default_factory=dict)  # model keyword arguments
-    train_split: str = "train"
-    val_split: str = "val"
-    batch_size: int = 8
-    val_batch_size: int = 32
-    max_epochs: int = 1000
+    train_split: str = "train"  # split of the data set to train on
+    val_split: str = "val"  # split for validation (early stopping, best weights)
+    batch_size: int = 8  # structures per optimisation step
+    val_batch_size: int = 32  # structures per validation pass
+    max_epochs: int = 1000  # stop after this many epochs
     time_budget_minutes: float | None = None  # stop (cleanly, with checkpoints) after this
     snapshot_minutes: list = field(default_factory=list)  # also keep what a run of N min ships
     optimizer: str = "adam"  # adam | adamw
     amsgrad: bool = False  # the AMSGrad variant of Adam(W), as MACE and NequIP train
-    lr: float = 5e-3
-    weight_decay: float = 0.0
+    lr: float = 5e-3  # peak learning rate (after the warm-up)
+    weight_decay: float = 0.0  # decoupled with adamw, L2 with adam
     scheduler: str = "plateau"  # plateau | cosine | none
-    warmup_epochs: float = 1.0
-    plateau_patience: int = 10
-    plateau_factor: float = 0.5
-    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0  # linear warm-up of the learning rate, in epochs
+    plateau_patience: int = 10  # epochs without improvement before the plateau decay
+    plateau_factor: float = 0.5  # learning-rate factor at each plateau decay
+    min_lr: float = 1e-5  # floor of the learning rate
     energy_weight: float = 1.0  # on (energy error per atom)^2, eV^2
     forces_weight: float = 100.0  # on force component errors^2, (eV/Å)^2
-    stress_weight: float = 1.0
+    stress_weight: float = 1.0  # on stress component errors^2, (eV/Å^3)^2, where present
     ema_decay: float = 0.99  # 0 disables the exponential moving average
     grad_clip: float = 10.0  # max gradient norm; 0 disables
     early_stopping_patience: int = 100  # epochs without a better validation force MAE
-    dtype: str = "float64"
-    device: str = "cpu"
-    seed: int = 0
-    threads: int | None = None
+    dtype: str = "float64"  # float32 or float64 for the weights and the data
+    device: str = "cpu"  # cpu, cuda, cuda:N
+    seed: int = 0  # initial weights and batch order
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     preload: bool = True  # read all structures and neighbour lists up front (small data sets)
     num_workers: int = 0  # DataLoader worker processes that build batches ahead of training
-    progress: bool = True
-    tensorboard: bool = False
+    progress: bool = True  # progress bar per epoch
+    tensorboard: bool = False  # also write a TensorBoard log
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
@@ -86,3 +86,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def reference_markdown() -> str:
+    """A markdown table of every training option: name, type, default and the comment beside its
+    declaration (the docs site's training-configuration reference)."""
+    import inspect
+    import re
+    comments = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
+        if m:
+            comments[m.group(1)] = (m.group(2) or "").strip()
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        else:
+            default = repr(f.default_factory())  # type: ignore[misc]
+        kind = str(f.type).replace("|", "or")
+        meaning = comments.get(f.name, "").replace("|", "or")
+        rows.append(f"| `{f.name}` | {kind} | `{default}` | {meaning} |")
+    return "\n".join(rows)
