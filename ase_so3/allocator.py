@@ -24,7 +24,7 @@ Two remedies, both for the whole process:
   memory is reused without a page fault (once the heap has settled: 2 MiB-aligned huge-page blocks
   can grow it a few times first, see tests/test_allocator.py), while larger blocks still come from
   ``mmap`` and go back on free, which bounds the fragmentation of the heap. The process keeps the
-  heap of its largest step. Measured in session 5 (one layer at 100k edges, forward + backward,
+  heap of its largest step. Measured 2026-11-24 (commit 8538e7a; one layer at 100k edges, forward + backward,
   one thread): TFN lmax 6 39-42 s at a 21.2-22.0 GB peak (a 256 MiB threshold: 50 s at 20.5 GB;
   huge pages alone: 58 s at 19.8 GB); eSCN lmax 6 3.2-3.3 s (256 MiB: 3.6 s; huge pages alone:
   3.9 s). Keeping *every* block on the heap (``M_MMAP_MAX = 0``, this mode's first version) ran that
