@@ -108,18 +108,14 @@ def _plots(out: Path, data: dict) -> list[str]:
     for mol_name, mol in data.get("molecules", {}).items():
         acc = mol.get("accuracy", {})
         if acc:
-            fig, axes = plt.subplots(2, len(acc), figsize=(3.2 * len(acc), 6.2), squeeze=False)
+            from ase_so3.plotting import parity_panel
+            fig, axes = plt.subplots(2, len(acc), figsize=(3.6 * len(acc), 7.0), squeeze=False)
             for k, (m, a) in enumerate(acc.items()):
                 p = np.load(out / a["parity"])
-                for row, (ref, pred, label) in enumerate(((p["e_ref"], p["e_pred"], "E/atom (eV)"),
-                                                          (p["f_ref"], p["f_pred"], "F (eV/Å)"))):
-                    ax = axes[row, k]
-                    ax.scatter(ref, pred, s=2, alpha=0.3)
-                    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
-                    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-                    ax.set_title(f"{NAMES.get(m, m)}: {label}", fontsize=9)
-                    ax.set_xlabel("reference", fontsize=8)
-                    ax.set_ylabel("predicted", fontsize=8)
+                parity_panel(axes[0, k], p["e_ref"], p["e_pred"], "energy",
+                             title=f"{NAMES.get(m, m)}: energy")
+                parity_panel(axes[1, k], p["f_ref"], p["f_pred"], "forces",
+                             title=f"{NAMES.get(m, m)}: forces")
             fig.tight_layout()
             made.append(_save(fig, out / f"parity_{mol_name}.png", plt))
         speed = mol.get("speed", {})

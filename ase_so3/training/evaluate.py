@@ -52,17 +52,10 @@ def _parity_plot(parity: dict, path: Path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    from ase_so3.plotting import parity_panel
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, (ref, prd), label, unit in (
-            (axes[0], parity["energy_per_atom"], "energy per atom (eV)", "meV/atom"),
-            (axes[1], parity["forces"], "force component (eV/Å)", "meV/Å")):
-        ax.scatter(ref, prd, s=3, alpha=0.4)
-        lo, hi = min(ref.min(), prd.min()), max(ref.max(), prd.max())
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        ax.set_xlabel(f"reference {label}")
-        ax.set_ylabel(f"predicted {label}")
-        mae = np.abs(ref - prd).mean()
-        ax.set_title(f"MAE {mae * 1e3:.2f} {unit}")
+    parity_panel(axes[0], *parity["energy_per_atom"], "energy", fontsize=9)
+    parity_panel(axes[1], *parity["forces"], "forces", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
