@@ -183,10 +183,21 @@ def _throughput(log_path: Path, train_file: Path) -> float | None:
 def mace_calculator(model_path, device: str = "cpu", dtype: str = "float64", **options):
     """A ``MACECalculator`` for a model file written by :func:`train_mace`; ``options`` go to
     ``MACECalculator`` as they are (e.g. ``compile_mode="default"``)."""
+    import os
     require_mace()
-    from mace.calculators import MACECalculator
-    return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype,
-                          **options)
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    try:
+        # mace-torch switches weights-only loading off for the whole process when imported (its
+        # model files are pickled modules); keep that to MACE's own load, not the process
+        from mace.calculators import MACECalculator
+        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype,
+                              **options)
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = before
 
 
 def mace_num_parameters(calc) -> int:
