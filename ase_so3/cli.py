@@ -156,6 +156,9 @@ def _cmd_benchmark(args) -> int:
     if args.which == "learning":
         from ase_so3.benchmark.learning import main as learning_main
         return learning_main(args.rest)
+    if args.which == "stability":
+        from ase_so3.benchmark.stability_study import main as stability_main
+        return stability_main(args.rest)
     if args.which == "pareto":
         from ase_so3.benchmark.pareto import main as pareto_main
         return pareto_main(args.rest)
@@ -231,11 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ipi_parser(sub)
     bm = sub.add_parser("benchmark", help="benchmarks: run (ours vs MACE: accuracy, speed, "
                         "stability), learning (ours vs MACE at equal training budget), ablation (what "
-                        "each eSCN option buys), pareto (latency at matched accuracy), report "
+                        "each eSCN option buys), pareto (latency at matched accuracy), stability (MD "
+                        "stability of one potential, batched replicas), report "
                         "(rebuild a report), scaling (eSCN vs TFN cost vs lmax), attention "
                         "(SE(3)-attention invariants study)")
-    bm.add_argument("which", choices=["run", "learning", "ablation", "pareto", "report",
-                                      "scaling", "attention"])
+    bm.add_argument("which", choices=["run", "learning", "ablation", "pareto", "stability",
+                                      "report", "scaling", "attention"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 
