@@ -106,8 +106,12 @@ def plot(rows: list[dict], molecule: str, path: Path) -> None:
     front = pareto_front(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="grey", lw=1,
             ls="--", label="Pareto front")
+    from matplotlib.ticker import ScalarFormatter
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 4x10^1
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("energy+forces latency through ASE (ms, 1 CPU thread)")
     ax.set_ylabel("test force MAE (meV/Å)")
     ax.set_title(f"{molecule}: blue ase_so3, red MACE; circles 15 min, squares 60 min")
