@@ -54,9 +54,14 @@ def test_an_empty_checkpoint_gives_a_clear_error(small_h5, tmp_path):
 
 
 def _flip_middle(path, n=16):
+    """Flip 16 bytes in the middle of the largest tensor's data (not in the zip's padding)."""
+    state = torch.load(path, weights_only=True)["state_dict"]
+    big = max(state.values(), key=lambda t: t.numel()).contiguous()
+    raw = big.reshape(-1).view(torch.uint8).numpy().tobytes()
     data = bytearray(path.read_bytes())
-    mid = len(data) // 2
-    data[mid:mid + n] = bytes(b ^ 0xFF for b in data[mid:mid + n])
+    at = data.find(raw) + len(raw) // 2
+    assert at > len(raw) // 2
+    data[at:at + n] = bytes(b ^ 0xFF for b in data[at:at + n])
     path.write_bytes(bytes(data))
 
 
