@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from ase.build import molecule
 from ase_so3.potentials import REGISTRY, build_potential
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "md17"
+RMD17 = SHARED / "rmd17"
+ETHANOL = [RMD17 / "rmd17_ethanol_train_01.npz", RMD17 / "rmd17_ethanol_test_01.npz"]
+needs_rmd17 = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
 
 # Small, fast settings per model variant; a newly registered model is tested with its defaults.
 MODEL_SPECS = {
@@ -81,3 +85,28 @@ def slab() -> Atoms:
     cell = np.array([[3.0, 0.0, 0.0], [0.4, 3.1, 0.0], [0.0, 0.0, 12.0]])
     return Atoms("COH", positions=[[0.2, 0.1, 5.0], [1.4, 1.0, 5.6], [0.5, 2.0, 6.1]], cell=cell,
                  pbc=[True, True, False])
+
+
+def _ethanol_h5(tmp_path_factory, n_train: int, n_val: int, n_test: int) -> Path:
+    from ase_so3.training.convert import convert_to_hdf5
+    path = tmp_path_factory.mktemp("data") / "ethanol.h5"
+    convert_to_hdf5(ETHANOL, path, n_train=n_train, n_val=n_val, n_test=n_test, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ethanol_h5(tmp_path_factory):
+    """rMD17 ethanol, 24 train / 8 val / 10 test structures (read-only: copy before changing)."""
+    return _ethanol_h5(tmp_path_factory, 24, 8, 10)
+
+
+@pytest.fixture(scope="session")
+def small_h5(tmp_path_factory):
+    """rMD17 ethanol, 12 train / 4 val / 4 test structures (read-only: copy before changing)."""
+    return _ethanol_h5(tmp_path_factory, 12, 4, 4)
+
+
+@pytest.fixture
+def small_h5_copy(small_h5, tmp_path):
+    """A private copy of ``small_h5`` that a test may change."""
+    return Path(shutil.copy(small_h5, tmp_path / "ethanol.h5"))

@@ -5,9 +5,8 @@ import json
 import pytest
 
 from ase_so3.benchmark.attention_study import main, run_name
-from tests.conftest import SHARED
+from tests.conftest import RMD17
 
-RMD17 = SHARED / "rmd17"
 
 
 @pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")

@@ -12,9 +12,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase_so3.benchmark.stability import bonds_of, run_stability, summarize
 from ase_so3.benchmark.systems import box_sizes, molecular_box, molecule
 from ase_so3.neighbors import neighbor_list
-from tests.conftest import SHARED
+from tests.conftest import RMD17
 
-RMD17 = SHARED / "rmd17"
 
 
 def test_molecular_box_has_no_clashes_and_the_requested_size():

@@ -61,15 +61,27 @@ def test_md_ctrl_c_keeps_the_trajectory(tmp_path):
     import signal
     import time
     out = tmp_path / "md"
-    proc = subprocess.Popen([sys.executable, "-m", "ase_so3.cli", "md", "ethanol", "--untrained",
-                             "tfn", "--steps", "100000", "--output", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # output to files, not pipes: a pipe nobody reads until the end can fill and block the run
+    with open(tmp_path / "stdout", "w") as so, open(tmp_path / "stderr", "w") as se:
+        proc = subprocess.Popen([sys.executable, "-m", "ase_so3.cli", "md", "ethanol",
+                                 "--untrained", "tfn", "--steps", "100000", "--output", str(out),
+                                 "--quiet"], stdout=so, stderr=se, text=True)
     log = out / "trajectory.traj"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or log.stat().st_size < 20000):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=120)
+    try:
+        # interrupt only once the MD loop runs (a loaded machine may take long to import torch)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and (
+                not log.exists() or log.stat().st_size < 20000):
+            time.sleep(0.5)
+        assert proc.poll() is None, "md exited before it was interrupted"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("md did not stop on SIGINT; stderr:\n"
+                             + (tmp_path / "stderr").read_text()[-3000:])
+    stdout = (tmp_path / "stdout").read_text()
     assert proc.returncode == 130
     assert "interrupted after" in stdout
     frames = read(log, ":")

@@ -4,7 +4,6 @@ subcommand and benchmark, every public class, every training option."""
 import dataclasses
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -12,20 +12,10 @@ from ase_so3 import SO3Calculator, load_potential
 from ase_so3.cli import main
 from ase_so3.errors import PotentialFileError
 from ase_so3.potentials.serialization import read_potential_file
-from ase_so3.training.convert import convert_to_hdf5
 from ase_so3.training.state import CheckpointError
 from ase_so3.training.trainer import Trainer
-from tests.conftest import SHARED
-from tests.test_training import ETHANOL, _cfg
-
-needs_data = pytest.mark.skipif(not (SHARED / "rmd17").is_dir(), reason="needs ../shared/data/md17")
-
-
-@pytest.fixture(scope="module")
-def small_h5(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ethanol.h5"
-    convert_to_hdf5(ETHANOL, path, n_train=12, n_val=4, n_test=4, seed=0)
-    return path
+from tests.conftest import needs_rmd17 as needs_data
+from tests.test_training import _cfg
 
 
 def _quiet(*_):

@@ -18,17 +18,9 @@ from ase_so3.selfcheck import default_structures, run_checks
 from ase_so3.training.convert import convert_to_hdf5
 from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
 from ase_so3.training.trainer import Trainer
-from tests.conftest import SHARED, make_model
-from tests.test_training import ETHANOL, _cfg
-
-needs_data = pytest.mark.skipif(not (SHARED / "rmd17").is_dir(), reason="needs ../shared/data/md17")
-
-
-@pytest.fixture()
-def small_h5(tmp_path):
-    path = tmp_path / "ethanol.h5"
-    convert_to_hdf5(ETHANOL, path, n_train=12, n_val=4, n_test=4, seed=0)
-    return path
+from tests.conftest import make_model
+from tests.conftest import needs_rmd17 as needs_data
+from tests.test_training import _cfg
 
 
 def _poison(path, dataset, index, value=np.nan):
@@ -42,46 +34,46 @@ def _poison(path, dataset, index, value=np.nan):
 @pytest.mark.parametrize("dataset, field", [("structures/energy", "energy"),
                                             ("atoms/forces", "forces"),
                                             ("atoms/positions", "positions")])
-def test_non_finite_values_in_a_data_set_are_named_before_training(small_h5, tmp_path, dataset,
+def test_non_finite_values_in_a_data_set_are_named_before_training(small_h5_copy, tmp_path, dataset,
                                                                     field):
-    ds = HDF5Dataset(small_h5)
+    ds = HDF5Dataset(small_h5_copy)
     structure = int(ds.split("train")[3])
     atom = int(ds.offsets[structure]) + 4
     ds.close()
-    _poison(small_h5, dataset, structure if field == "energy" else atom, np.inf)
+    _poison(small_h5_copy, dataset, structure if field == "energy" else atom, np.inf)
     out = tmp_path / "run"
     with pytest.raises(DatasetFileError) as info:
-        Trainer(_cfg(small_h5, out, max_epochs=1))
+        Trainer(_cfg(small_h5_copy, out, max_epochs=1))
     msg = str(info.value)
-    assert str(small_h5) in msg and f"structure {structure} of split 'train'" in msg
+    assert str(small_h5_copy) in msg and f"structure {structure} of split 'train'" in msg
     assert f"non-finite {field}" in msg and "ase-so3 convert" in msg
     assert not out.exists()  # nothing written, no dataset_stats.json with a bare NaN
 
 
 @needs_data
-def test_evaluate_names_a_nan_coordinate(small_h5, capsys):
-    ds = HDF5Dataset(small_h5)
+def test_evaluate_names_a_nan_coordinate(small_h5_copy, capsys):
+    ds = HDF5Dataset(small_h5_copy)
     structure = int(ds.split("test")[1])
     ds.close()
-    _poison(small_h5, "atoms/positions", int(ds.offsets[structure]) + 4)
+    _poison(small_h5_copy, "atoms/positions", int(ds.offsets[structure]) + 4)
     from tests.test_selfcheck import _save_tiny
-    potential = small_h5.parent / "p.pt"
+    potential = small_h5_copy.parent / "p.pt"
     _save_tiny(potential)
-    assert main(["evaluate", str(potential), str(small_h5), "--split", "test"]) != 0
+    assert main(["evaluate", str(potential), str(small_h5_copy), "--split", "test"]) != 0
     err = capsys.readouterr().err
     assert f"atom 4 of structure {structure} of split 'test' has a non-finite positions" in err
     assert "non-finite coordinate along axis" not in err
 
 
 @needs_data
-def test_divergence_message_says_which_checkpoint_exists(small_h5, tmp_path, monkeypatch):
+def test_divergence_message_says_which_checkpoint_exists(small_h5_copy, tmp_path, monkeypatch):
     import ase_so3.training.trainer as tm
     original = tm.loss_terms
     monkeypatch.setattr(tm, "loss_terms", lambda p, t, c: {**original(p, t, c),
                                                            "total": original(p, t, c)["total"]
                                                            * float("nan")})
     with pytest.raises(tm.TrainingDivergedError, match="no checkpoint was written") as info:
-        Trainer(_cfg(small_h5, tmp_path / "run", max_epochs=1)).fit(log=lambda *_: None)
+        Trainer(_cfg(small_h5_copy, tmp_path / "run", max_epochs=1)).fit(log=lambda *_: None)
     assert "last good checkpoint" not in str(info.value)
     json.loads((tmp_path / "run" / "dataset_stats.json").read_text())  # valid JSON
 

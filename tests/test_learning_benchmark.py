@@ -9,9 +9,8 @@ import yaml
 
 from ase_so3.benchmark.learning import MACE_RECIPE, build_parser, mace_curve, parse_models, run
 from ase_so3.benchmark.learning_report import budget_table, write_learning_report
-from tests.conftest import SHARED
+from tests.conftest import RMD17
 
-RMD17 = SHARED / "rmd17"
 
 LOG = """\
 2026-01-01 10:00:00.000 INFO: Started training, reporting errors on validation set

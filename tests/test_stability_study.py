@@ -7,18 +7,14 @@ import numpy as np
 import pytest
 
 from ase_so3.benchmark import stability_study as st
-from ase_so3.training.convert import convert_to_hdf5
-from tests.conftest import SHARED
-from tests.test_training import ETHANOL
+from tests.conftest import needs_rmd17
 
-pytestmark = pytest.mark.skipif(not (SHARED / "rmd17").is_dir(), reason="needs ../shared/data/md17")
+pytestmark = needs_rmd17
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ethanol.h5"
-    convert_to_hdf5(ETHANOL, path, n_train=20, n_val=2, n_test=6, seed=0)
-    return path
+def data(ethanol_h5):
+    return ethanol_h5
 
 
 def _args(data, out, **kw):

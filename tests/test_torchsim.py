@@ -5,7 +5,6 @@ torch-sim NVE run conserves energy."""
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from ase.build import bulk
 
 ts = pytest.importorskip("torch_sim")

@@ -14,20 +14,10 @@ from ase_so3.training.convert import convert_to_hdf5, hdf5_to_extxyz, read_ase_f
 from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
 from ase_so3.training.state import CheckpointError
 from ase_so3.training.trainer import Trainer, TrainingDivergedError
-from tests.conftest import SHARED
-
-RMD17 = SHARED / "rmd17"
-ETHANOL = [RMD17 / "rmd17_ethanol_train_01.npz", RMD17 / "rmd17_ethanol_test_01.npz"]
+from tests.conftest import ETHANOL, RMD17, SHARED
 TINY = {"lmax": 1, "mmax": 1, "channels": 4, "num_layers": 1, "num_radial": 4,
         "radial_hidden": 8, "readout_hidden": 8, "cutoff": 4.0}
 pytestmark = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
-
-
-@pytest.fixture(scope="module")
-def ethanol_h5(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "ethanol.h5"
-    convert_to_hdf5(ETHANOL, path, n_train=24, n_val=8, n_test=10, seed=0)
-    return path
 
 
 def _cfg(data, out, **kw):

@@ -10,7 +10,6 @@ Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculat
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import os
