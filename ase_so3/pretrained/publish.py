@@ -2,11 +2,14 @@
 
     python -m ase_so3.pretrained.publish escn-rmd17-aspirin --run runs/escn-rmd17-aspirin \\
         --data runs/rmd17_aspirin_01.h5 --molecule aspirin --hardware "2-core x86-64 CPU, 1 thread" \\
-        --command "ase-so3 train configs/escn-rmd17-aspirin.yaml"
+        --command "ase-so3 train configs/escn-rmd17.yaml data=... output=... threads=1" \\
+        --date 2026-12-02 --commit af9f83d
 
-The card holds the data and split, hyperparameters, parameter count, training time and hardware,
-the exact command, and the test errors measured on the whole test split and on its first 100
-structures (what the test suite re-measures).
+``--run`` is a training output folder (``potential.pt`` and ``metrics.jsonl`` or ``metrics.csv``).
+The card holds the potential's version (the ase_so3 release that ships it, the training date and
+the commit of the training code), the data and split, hyperparameters, parameter count, training
+time and hardware, the exact command, and the test errors measured on the whole test split and on
+its first 100 structures (what the test suite re-measures).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ase_so3.io_utils import atomic_path
 from ase_so3.pretrained import HERE
 
 # Batatia et al., "MACE: Higher Order Equivariant Message Passing Neural Networks for Fast and
@@ -30,15 +34,53 @@ MACE_CITATION = ("I. Batatia, D. P. Kovács, G. N. C. Simm, C. Ortner, G. Csány
                  "NeurIPS 2022, arXiv:2206.07697, Table 1")
 
 
-def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardware: str) -> dict:
+def read_history(run: Path) -> list[dict]:
+    """Per-epoch metrics of a training run: ``metrics.jsonl``, else ``metrics.csv``."""
+    import csv
+    if (run / "metrics.jsonl").is_file():
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    with open(run / "metrics.csv") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def mace_at_budget(results: Path, molecule: str, budget_minutes: float) -> dict | None:
+    """The best MACE that ``ase-so3 benchmark learning`` trained on ``molecule`` with the same
+    budget (its ``results.json``): size, offset-free energy MAE and force MAE on the test set."""
+    from ase_so3.benchmark.learning_report import budget_table
+    models = json.loads(Path(results).read_text())["molecules"].get(molecule, {})
+    rows = [r for r in budget_table(models)
+            if r["kind"] == "mace" and r["budget_minutes"] == float(budget_minutes)]
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r["forces_mae_meV_per_A"])
+    return {"model": best["model"], "budget_minutes": float(budget_minutes),
+            "epochs": best["epochs"], "parameters": best["parameters"],
+            "energy_mae_offset_free_meV": best["energy_mae_offset_free_meV"],
+            "forces_mae_meV_per_A": best["forces_mae_meV_per_A"],
+            "source": "ase-so3 benchmark learning, same split, machine and thread count "
+                      "(docs/learning.md)"}
+
+
+def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardware: str,
+            date: str = "", commit: str = "", learning_results: Path | None = None,
+            budget_minutes: float | None = None, plot_dir: Path | None = None) -> dict:
+    import tempfile
+
+    import ase_so3
     from ase_so3.loading import load_potential
     from ase_so3.training.evaluate import evaluate_potential
     from ase_so3.training.hdf5 import HDF5Dataset
     potential = run / "potential.pt"
     model = load_potential(potential)
-    full = evaluate_potential(model, data, split="test")
+    with tempfile.TemporaryDirectory() as tmp:
+        full = evaluate_potential(model, data, split="test", output=tmp,
+                                  title=f"{name}: all {molecule} test structures")
+        if plot_dir is not None and full.get("parity_plot"):
+            with atomic_path(Path(plot_dir) / f"{name}_parity.png") as dest:
+                shutil.copyfile(full["parity_plot"], dest)
+    full.pop("parity_plot", None)
     first100 = evaluate_potential(model, data, split="test", limit=100)
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    history = read_history(run)
     ds = HDF5Dataset(data)
     provenance = ds.provenance
     ds.close()
@@ -46,6 +88,7 @@ def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardw
     e, f = MACE_RMD17.get(molecule, (None, None))
     card = {
         "name": name, "model": model.name, "molecule": molecule,
+        "version": {"release": ase_so3.__version__, "trained": date, "commit": commit},
         "config": model.config.to_dict(), "num_parameters": model.num_parameters(),
         "data": {"dataset": "revised MD17 (Christensen & von Lilienfeld 2020), PBE/def2-SVP, "
                             "CC0-1.0", "split": "01", "provenance": provenance,
@@ -62,8 +105,12 @@ def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardw
         "published_mace": {"energy_mae_meV": e, "forces_mae_meV_per_A": f,
                            "source": MACE_CITATION},
     }
-    shutil.copyfile(potential, HERE / f"{name}.pt")
-    (HERE / f"{name}.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    if learning_results is not None and budget_minutes is not None:
+        card["mace_same_budget"] = mace_at_budget(learning_results, molecule, budget_minutes)
+    with atomic_path(HERE / f"{name}.pt") as tmp:
+        shutil.copyfile(potential, tmp)
+    with atomic_path(HERE / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
 
 
@@ -75,8 +122,17 @@ def main(argv=None) -> int:
     p.add_argument("--molecule", required=True)
     p.add_argument("--command", required=True, help="the exact training command")
     p.add_argument("--hardware", required=True)
+    p.add_argument("--date", default="", help="when it was trained (YYYY-MM-DD)")
+    p.add_argument("--commit", default="", help="commit of the code that trained it")
+    p.add_argument("--learning-results", type=Path, default=None,
+                   help="results.json of `ase-so3 benchmark learning`: record the best MACE "
+                        "trained there with the same budget (--budget)")
+    p.add_argument("--budget", type=float, default=None, help="training budget in minutes")
+    p.add_argument("--plot-dir", type=Path, default=None,
+                   help="also write the test-set parity plot NAME_parity.png here")
     a = p.parse_args(argv)
-    card = publish(a.name, a.run, a.data, a.molecule, a.command, a.hardware)
+    card = publish(a.name, a.run, a.data, a.molecule, a.command, a.hardware, a.date, a.commit,
+                   a.learning_results, a.budget, a.plot_dir)
     t = card["test_errors"]
     print(f"{a.name}: test energy MAE {t['energy_mae_meV']:.2f} meV, force MAE "
           f"{t['forces_mae_meV_per_A']:.2f} meV/Å ({card['num_parameters']} parameters)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ase_so3.loading import load_potential
@@ -17,9 +16,9 @@ from ase_so3.training.metrics import evaluate_graph_set
 
 def evaluate_potential(potential, data, split: str = "test", batch_size: int = 32,
                        device: str = "cpu", dtype: str = "float64", limit: int | None = None,
-                       output: str | Path | None = None) -> dict:
+                       output: str | Path | None = None, title: str | None = None) -> dict:
     """Metrics dict (meV, meV/atom, meV/Å); with ``output`` also writes ``errors.csv`` and
-    ``parity.png`` there."""
+    ``parity.png`` (headed ``title``) there."""
     model = load_potential(potential) if isinstance(potential, (str, Path)) else potential
     torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
     model = model.to(device=device, dtype=torch_dtype).eval()
@@ -41,11 +40,11 @@ def evaluate_potential(potential, data, split: str = "test", batch_size: int = 3
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        metrics["parity_plot"] = _parity_plot(metrics.pop("parity"), out / "parity.png")
+        metrics["parity_plot"] = _parity_plot(metrics.pop("parity"), out / "parity.png", title)
     return metrics
 
 
-def _parity_plot(parity: dict, path: Path):
+def _parity_plot(parity: dict, path: Path, title: str | None = None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -56,6 +55,8 @@ def _parity_plot(parity: dict, path: Path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     parity_panel(axes[0], *parity["energy_per_atom"], "energy", fontsize=9)
     parity_panel(axes[1], *parity["forces"], "forces", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,63 @@
+"""Shipping a potential: the model card that ``ase_so3.pretrained.publish`` writes, the MACE row it
+takes from a learning-benchmark result, and the README table built from the cards."""
+
+import json
+
+from ase_so3.pretrained import publish as pub
+from ase_so3.pretrained import table
+from ase_so3.training.trainer import Trainer
+from tests.conftest import needs_rmd17
+from tests.test_training import _cfg
+
+
+def _curve(minutes):
+    return [{"epoch": i + 1, "elapsed_s": 60.0 * (i + 1) * minutes / 4} for i in range(4)]
+
+
+LEARNING = {"molecules": {"ethanol": {
+    "mace-64x1o": {"kind": "mace", "curve": _curve(60), "test": {
+        "60": {"forces_mae_meV_per_A": 12.5, "energy_mae_offset_free_meV": 3.3,
+               "parameters": 241296}}},
+    "mace-128x2": {"kind": "mace", "curve": _curve(60), "test": {
+        "60": {"forces_mae_meV_per_A": 14.0, "energy_mae_offset_free_meV": 3.9,
+               "parameters": 900000}}},
+    "escn": {"kind": "ours", "curve": _curve(60), "test": {
+        "60": {"forces_mae_meV_per_A": 7.0, "energy_mae_offset_free_meV": 1.2,
+               "parameters": 200000}}}}}}
+
+
+def test_mace_at_budget_is_the_best_mace_of_that_budget(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(LEARNING))
+    best = pub.mace_at_budget(path, "ethanol", 60)
+    assert best["model"] == "mace-64x1o" and best["forces_mae_meV_per_A"] == 12.5
+    assert best["energy_mae_offset_free_meV"] == 3.3 and best["epochs"] == 4
+    assert pub.mace_at_budget(path, "ethanol", 15) is None
+    assert pub.mace_at_budget(path, "aspirin", 60) is None
+
+
+@needs_rmd17
+def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_h5, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    Trainer(_cfg(small_h5, run, max_epochs=1)).fit(log=lambda *_: None)
+    (run / "metrics.jsonl").unlink()  # a run that kept only metrics.csv publishes too
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(LEARNING))
+    monkeypatch.setattr(pub, "HERE", tmp_path / "pkg")
+    monkeypatch.setattr("ase_so3.pretrained.HERE", tmp_path / "pkg")
+    card = pub.publish("escn-test-ethanol", run, small_h5, "ethanol", command="ase-so3 train x",
+                       hardware="test machine", date="2026-12-02", commit="abc1234",
+                       learning_results=results, budget_minutes=60, plot_dir=tmp_path / "plots")
+    on_disk = json.loads((tmp_path / "pkg" / "escn-test-ethanol.json").read_text())
+    assert on_disk == json.loads(json.dumps(card))
+    assert card["version"]["trained"] == "2026-12-02" and card["version"]["commit"] == "abc1234"
+    assert card["training"]["epochs"] == 1 and card["published_mace"]["forces_mae_meV_per_A"] == 2.1
+    assert card["mace_same_budget"]["model"] == "mace-64x1o"
+    assert card["test_errors"]["forces_mae_meV_per_A"] > 0
+    assert (tmp_path / "plots" / "escn-test-ethanol_parity.png").stat().st_size > 1000
+    assert (tmp_path / "pkg" / "escn-test-ethanol.pt").read_bytes() == \
+        (run / "potential.pt").read_bytes()
+    md = table.markdown(long=True)
+    row = next(line for line in md.splitlines() if "escn-test-ethanol" in line)
+    f = card["test_errors"]["forces_mae_meV_per_A"]
+    assert f"| {f:.1f} | 0.4 / 2.1 | 3.3 / 12.5 | 1 epochs" in row
