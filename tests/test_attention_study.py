@@ -5,6 +5,7 @@ import json
 import pytest
 
 from ase_so3.benchmark.attention_study import main, run_name
+from ase_so3.benchmark.paired import compare, describe, sign_flip_p
 from tests.conftest import RMD17
 
 
@@ -31,7 +32,9 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     summary = {s["setting"]: s for s in res["summary"]}
     assert summary["r"]["seeds"] == 2 and summary["r"]["forces_mae_std"] > 0
     report = (out / "report.md").read_text()
-    assert "| ethanol | 2 | inverse | 2 |" in report and "lowest force MAE" in report
+    assert "| ethanol | note | 2 | inverse | 2 | 0.001 | 1 |" in report
+    assert "- ethanol, note model, 2 Å: `r` vs `inverse`: force MAE ratio" in report
+    assert len(res["paired"]) == 3 and all(c["pairs"] == 2 for c in res["paired"])
     assert (out / "learning_curves.png").is_file()
     # finished runs are not trained again
     first = (out / "runs" / run_name("ethanol", 2.0, "r", 0) / "result.json").stat().st_mtime_ns
@@ -41,5 +44,52 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert (out / "runs" / run_name("ethanol", 2.0, "r", 0) / "result.json").stat().st_mtime_ns == first
     # the report names the exact command, also when rebuilt with --report-only
     assert main(["--output", str(out), "--report-only"]) == 0
-    assert (f"Command: `ase-so3 benchmark attention {' '.join(argv)}"
-            in (out / "report.md").read_text())
+    assert f"ase-so3 benchmark attention {' '.join(argv)}\n" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")
+def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_path):
+    from pathlib import Path
+    config = Path(__file__).resolve().parents[1] / "configs" / "se3_transformer-rmd17.yaml"
+    out = tmp_path / "study"
+    common = ["--molecules", "ethanol", "--seeds", "0", "1", "--settings", "r", "mixed",
+              "--budget-minutes", "0.001", "--data-dir", str(RMD17), "--train", "12", "--val",
+              "4", "--test-limit", "4", "--output", str(out), "--config", str(config)]
+    assert main(common + ["--architecture", "recommended"]) == 0
+    assert main(common + ["--architecture", "note", "--cutoffs", "2"]) == 0  # same folder
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 8
+    for r in res["runs"]:
+        cfg = r["config"]
+        assert cfg["forces_weight"] == 1000.0 and cfg["amsgrad"] is True  # the config's recipe
+        assert cfg["model_config"]["distance_features"] == r["setting"]
+        if r["architecture"] == "recommended":
+            assert r["cutoff"] == 5.0 and cfg["model_config"]["channels"] == 32
+            assert cfg["model_config"]["edge_species"] is True
+        else:
+            assert r["cutoff"] == 2.0 and cfg["model_config"]["degrees"] == [0, 1, 3]
+    scopes = [c["scope"] for c in res["paired"]]
+    assert ["ethanol", "recommended", 5.0] in scopes and "all" in scopes
+    pooled = next(c for c in res["paired"] if c["scope"] == "all")
+    assert pooled["pairs"] == 4 and pooled["smallest_possible_p"] == 2 / 16
+    report = (out / "report.md").read_text()
+    assert report.count("ase-so3 benchmark attention") == 2  # both commands
+    assert "| ethanol | recommended | 5 | mixed | 2 |" in report
+
+
+def test_sign_flip_test_is_exact_and_the_ratio_is_geometric():
+    assert sign_flip_p([1.0, 1.0, 1.0]) == 2 / 8  # the smallest p three pairs can give
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == 2 / 64
+    assert sign_flip_p([1.0, -1.0]) == 1.0
+    assert sign_flip_p([3.0, 1.0, 1.0]) == 2 / 8  # only all-plus and all-minus reach |mean| 5/3
+    assert sign_flip_p([1.0, 1.0, -0.5]) == 4 / 8  # flipping the third gives |mean| 5/6 >= 1/2
+    c = compare([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    assert abs(c["ratio"] - 2.0) < 1e-12 and c["wins"] == 0 and c["pairs"] == 3
+    assert abs(c["ratio_low"] - 2.0) < 1e-9 and abs(c["ratio_high"] - 2.0) < 1e-9  # no spread
+    c = compare([0.9, 0.8, 0.95, 0.85, 0.9, 0.7], [1.0] * 6)
+    assert c["wins"] == 6 and c["p_sign_flip"] == 2 / 64 and c["ratio_high"] < 1.0
+    assert "a difference the pairs show" in describe("r", "inverse", c)
+    weak = describe("r", "inverse", compare([0.9, 0.8, 0.95], [1.0] * 3))
+    assert "not shown by the pairs (with 3 pairs no p below 0.25 is possible)" in weak
+    with pytest.raises(ValueError):
+        compare([1.0], [1.0, 2.0])

@@ -4,9 +4,17 @@ Ablation of the distance feature read by the SE(3)-Transformer's key and value r
 ``r`` (Bessel basis in r), ``inverse`` (Gaussians in 1/r) and ``mixed`` (half the heads each), on
 revised MD17 (950 train / 50 validation from ``train_01``, test on ``test_01``), every run with
 the same model, optimiser and wall-clock budget, several seeds (the seed sets initialisation and
-batch order; the data split is the standard one). The model follows the study's note: 4 heads,
-4 layers, 8 channels of degrees 0, 1 and 3, radial networks with 32 hidden units; graphs of
-2 Å (the note's) and 5 Å (our shipped potentials' cutoff).
+batch order; the data split is the standard one). Two architectures: ``note``, the study note's
+model (4 heads, 4 layers, 8 channels of degrees 0, 1 and 3, radial networks with 32 hidden units,
+graph cutoffs from ``--cutoffs``, e.g. the note's 2 Å), and ``recommended``, the model of a
+training config (``--config``, e.g. ``configs/se3_transformer-rmd17.yaml``, at its own cutoff).
+With ``--config`` every run takes that config's recipe (loss weights, optimiser, schedule, batch
+size); without it the note's model trains with the trainer's defaults and ``--lr``.
+
+The report pairs the runs of two settings that share molecule, architecture, cutoff and seed and
+tests the ratio of their test force MAE (:mod:`ase_so3.benchmark.paired`), per molecule and
+pooled over all pairs. Invocations with other molecules, architectures or budgets may share one
+output folder; the report covers every finished run there.
 
 Each run writes ``runs/<run>/result.json``; finished runs are skipped, so the study resumes, and
 several processes can share one output folder (each takes runs nobody has started). The report
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -31,28 +40,60 @@ NOTE_MODEL = {"degrees": [0, 1, 3], "channels": 8, "num_heads": 4, "num_layers":
               "radial_hidden": 32}
 
 
-def run_name(molecule: str, cutoff: float, setting: str, seed: int) -> str:
-    return f"{molecule}-rc{cutoff:g}-{setting}-seed{seed}"
+ARCHITECTURES = ("note", "recommended")
 
 
-def train_one(args, molecule: str, cutoff: float, setting: str, seed: int, h5: Path) -> dict:
+def run_name(molecule: str, cutoff: float, setting: str, seed: int,
+             architecture: str = "note") -> str:
+    arch = "" if architecture == "note" else f"-{architecture}"
+    return f"{molecule}{arch}-rc{cutoff:g}-{setting}-seed{seed}"
+
+
+def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: int, h5: Path):
+    """The training config of one run: the note's model or the config's, one distance feature;
+    ``cutoff`` None keeps the config's."""
+    from ase_so3.training.config import TrainConfig
+    common = dict(data=str(h5), max_epochs=100000, early_stopping_patience=100000,
+                  time_budget_minutes=args.budget_minutes, dtype="float32",
+                  threads=args.threads, seed=seed, progress=False)
+    if args.config is None:
+        if args.architecture != "note" or cutoff is None:
+            raise ValueError("--architecture recommended needs --config (a training config); "
+                             "the note's model without one needs --cutoffs")
+        base = TrainConfig(model="se3_transformer", batch_size=args.batch_size, lr=args.lr,
+                           plateau_patience=5, **common)
+        model = dict(NOTE_MODEL)
+    else:
+        base = TrainConfig.load(args.config, [f"data={h5}"])
+        if base.model != "se3_transformer":
+            raise ValueError(f"{args.config} trains {base.model!r}; the study needs an "
+                             "se3_transformer config")
+        model = (dict(base.model_config) if args.architecture == "recommended"
+                 else dict(NOTE_MODEL))
+    model["distance_features"] = setting
+    if cutoff is not None:
+        model["cutoff"] = cutoff
+    model.setdefault("cutoff", 5.0)  # the model's default
+    work = Path(args.output) / "runs" / run_name(molecule, model["cutoff"], setting, seed,
+                                                 args.architecture)
+    return dataclasses.replace(base, model_config=model, output=str(work), **common)
+
+
+def train_one(args, molecule: str, cutoff: float | None, setting: str, seed: int,
+              h5: Path) -> dict:
     import torch
 
-    from ase_so3.training.config import TrainConfig
     from ase_so3.training.evaluate import evaluate_potential
     from ase_so3.training.trainer import Trainer
-    work = Path(args.output) / "runs" / run_name(molecule, cutoff, setting, seed)
-    cfg = TrainConfig(
-        data=str(h5), output=str(work), model="se3_transformer",
-        model_config={**NOTE_MODEL, "cutoff": cutoff, "distance_features": setting},
-        batch_size=args.batch_size, max_epochs=100000, time_budget_minutes=args.budget_minutes,
-        lr=args.lr, plateau_patience=5, dtype="float32", threads=args.threads, seed=seed,
-        progress=False)
+    cfg = run_config(args, molecule, cutoff, setting, seed, h5)
+    work = Path(cfg.output)
+    cutoff = cfg.model_config.get("cutoff", cutoff)
     fit = Trainer(cfg).fit(resume=(work / "checkpoint_last.pt").is_file(), log=lambda m: None)
     torch.set_num_threads(args.threads)
     test = evaluate_potential(work / "potential.pt", h5, split="test", limit=args.test_limit)
-    result = {"molecule": molecule, "cutoff": cutoff, "setting": setting, "seed": seed,
-              "epochs": fit["epochs"], "train_seconds": fit["elapsed_s"],
+    result = {"molecule": molecule, "architecture": args.architecture, "cutoff": cutoff,
+              "setting": setting, "seed": seed, "epochs": fit["epochs"],
+              "budget_minutes": args.budget_minutes, "train_seconds": fit["elapsed_s"],
               "best_val_forces_mae_meV_per_A": fit["best_val_forces_mae_meV_per_A"],
               "test": test, "config": cfg.to_dict()}
     with atomic_path(work / "result.json") as tmp:
@@ -79,10 +120,14 @@ def run(args) -> Path:
     out = Path(args.output)
     for molecule in args.molecules:
         h5 = prepare_data(args, molecule, out)
-        for cutoff in args.cutoffs:
+        cutoffs = args.cutoffs or [None]
+        for cutoff in cutoffs:
             for seed in args.seeds:
                 for setting in args.settings:
-                    name = run_name(molecule, cutoff, setting, seed)
+                    if cutoff is None:  # the config's own cutoff
+                        cutoff = run_config(args, molecule, None, setting, seed,
+                                            h5).model_config["cutoff"]
+                    name = run_name(molecule, cutoff, setting, seed, args.architecture)
                     work = out / "runs" / name
                     if args.resume and (work / "claimed").is_file() and not (work / "result.json").is_file():
                         (work / "claimed").unlink()  # an interrupted run: resume it
@@ -103,63 +148,95 @@ def _curve(work: Path) -> tuple[np.ndarray, np.ndarray]:
             np.array([float(r["val_forces_mae_meV_per_A"]) for r in rows]))
 
 
+def _key(r: dict) -> tuple:
+    return r["molecule"], r.get("architecture", "note"), r["cutoff"]
+
+
+def _commands(out: Path, command: str) -> list[str]:
+    """Every command that wrote into ``out`` (several invocations may share it)."""
+    path = out / "command.txt"
+    known = path.read_text().splitlines() if path.is_file() else []
+    if command and command not in known:
+        known.append(command)
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(known) + "\n")
+    return [c for c in known if c.strip()]
+
+
+def _summarise(groups: dict) -> tuple[list[dict], list[str]]:
+    table = ["| molecule | architecture | graph cutoff (Å) | distance feature | seeds | budget "
+             "(min) | epochs | test E MAE (meV) | test F MAE (meV/Å) |", "|---" * 9 + "|"]
+    summary = []
+    for (mol, arch, rc, setting), rs in sorted(groups.items(), key=lambda kv: (
+            kv[0][:3], SETTINGS.index(kv[0][3]))):
+        e = np.array([r["test"]["energy_mae_meV"] for r in rs])
+        f = np.array([r["test"]["forces_mae_meV_per_A"] for r in rs])
+        budget = rs[0].get("budget_minutes", rs[0]["config"]["time_budget_minutes"])
+        s = {"molecule": mol, "architecture": arch, "cutoff": rc, "setting": setting,
+             "seeds": len(rs), "budget_minutes": budget,
+             "epochs": float(np.mean([r["epochs"] for r in rs])),
+             "energy_mae_mean": float(e.mean()),
+             "energy_mae_std": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+             "forces_mae_mean": float(f.mean()),
+             "forces_mae_std": float(f.std(ddof=1)) if len(f) > 1 else 0.0,
+             "forces_mae_each": f.tolist(), "energy_mae_each": e.tolist()}
+        summary.append(s)
+        table.append(f"| {mol} | {arch} | {rc:g} | {setting} | {len(rs)} | {budget:g} | "
+                     f"{s['epochs']:.0f} | {s['energy_mae_mean']:.1f} ± {s['energy_mae_std']:.1f}"
+                     f" | {s['forces_mae_mean']:.1f} ± {s['forces_mae_std']:.1f} |")
+    return summary, table
+
+
+def paired_comparisons(results: list[dict]) -> list[dict]:
+    """Every pair of settings, runs matched on molecule, architecture, cutoff and seed: per
+    (molecule, architecture, cutoff) and pooled over all of them."""
+    from ase_so3.benchmark.paired import compare
+    force = {(*_key(r), r["seed"], r["setting"]): r["test"]["forces_mae_meV_per_A"]
+             for r in results}
+    out = []
+    for a, b in ((x, y) for i, x in enumerate(SETTINGS) for y in SETTINGS[i + 1:]):
+        matched = sorted(k[:4] for k in force if k[4] == a and (*k[:4], b) in force)
+        scopes = sorted({m[:3] for m in matched})
+        for scope in scopes + (["all"] if len(scopes) > 1 else []):
+            pairs = [m for m in matched if scope == "all" or m[:3] == scope]
+            c = compare([force[(*m, a)] for m in pairs], [force[(*m, b)] for m in pairs])
+            out.append({"a": a, "b": b, "scope": scope if scope == "all" else list(scope), **c})
+    return out
+
+
 def write_report(out, command: str = "") -> Path:
-    """Summarise every finished run under ``out``; the command is kept in ``out/command.txt``
-    so a later ``--report-only`` still prints it."""
+    """Summarise every finished run under ``out``; the commands are kept in
+    ``out/command.txt`` so a later ``--report-only`` still prints them."""
+    from ase_so3.benchmark.paired import describe
     out = Path(out)
-    if command:
-        (out / "command.txt").write_text(command + "\n")
-    elif (out / "command.txt").is_file():
-        command = (out / "command.txt").read_text().strip()
+    commands = _commands(out, command)
     results = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/result.json"))]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["molecule"], r["cutoff"], r["setting"]), []).append(r)
-    table = ["| molecule | graph cutoff (Å) | distance feature | seeds | epochs | test E MAE (meV) "
-             "| test F MAE (meV/Å) |", "|---|---|---|---|---|---|---|"]
-    summary = []
-    for (mol, rc, setting), rs in sorted(groups.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], SETTINGS.index(kv[0][2]))):
-        e = np.array([r["test"]["energy_mae_meV"] for r in rs])
-        f = np.array([r["test"]["forces_mae_meV_per_A"] for r in rs])
-        s = {"molecule": mol, "cutoff": rc, "setting": setting, "seeds": len(rs),
-             "epochs": float(np.mean([r["epochs"] for r in rs])),
-             "energy_mae_mean": float(e.mean()), "energy_mae_std": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
-             "forces_mae_mean": float(f.mean()), "forces_mae_std": float(f.std(ddof=1)) if len(f) > 1 else 0.0,
-             "forces_mae_each": f.tolist(), "energy_mae_each": e.tolist()}
-        summary.append(s)
-        table.append(f"| {mol} | {rc:g} | {setting} | {len(rs)} | {s['epochs']:.0f} | "
-                     f"{s['energy_mae_mean']:.1f} ± {s['energy_mae_std']:.1f} | "
-                     f"{s['forces_mae_mean']:.1f} ± {s['forces_mae_std']:.1f} |")
-    verdicts = []
-    for mol, rc in sorted({(s["molecule"], s["cutoff"]) for s in summary}):
-        rows = sorted((s for s in summary if s["molecule"] == mol and s["cutoff"] == rc),
-                      key=lambda s: s["forces_mae_mean"])
-        if len(rows) < 2:
-            continue
-        best, second = rows[0], rows[1]
-        gap = second["forces_mae_mean"] - best["forces_mae_mean"]
-        noise = max(best["forces_mae_std"], second["forces_mae_std"])
-        sep = max(best["forces_mae_each"]) < min(second["forces_mae_each"])
-        word = ("better than the next setting in every seed" if sep and gap > 2 * noise else
-                "not separated from the next setting by more than the seed spread")
-        verdicts.append(f"- {mol}, {rc:g} Å: lowest force MAE with `{best['setting']}` "
-                        f"({best['forces_mae_mean']:.1f} vs {second['forces_mae_mean']:.1f} "
-                        f"meV/Å for `{second['setting']}`, seed std up to {noise:.1f}): {word}.")
+        groups.setdefault((*_key(r), r["setting"]), []).append(r)
+    summary, table = _summarise(groups)
+    pairs = paired_comparisons(results)
+    lines_pairs = []
+    for c in pairs:
+        where = ("all pairs pooled" if c["scope"] == "all" else
+                 "{}, {} model, {:g} Å".format(*c["scope"]))
+        lines_pairs.append(f"- {where}: " + describe(c["a"], c["b"], c))
     plot = _plot(out, groups)
-    budget = results[0]["config"]["time_budget_minutes"] if results else None
-    lines = ["# SE(3)-attention invariants study: results", "",
-             f"Command: `{command}`" if command else "", "",
-             f"{len(results)} runs, each trained for {budget} min wall clock on one CPU thread "
-             "(float32); test errors on the first "
-             f"{results[0]['test']['num_structures'] if results else '—'} structures of test_01.",
-             "Mean ± standard deviation over seeds.", ""] + table + ["", "Automatic comparison "
-             "(best against second-best force MAE per molecule and cutoff):", ""] + verdicts
+    tested = results[0]["test"]["num_structures"] if results else "—"
+    lines = ["# SE(3)-attention invariants study: results", "", "Commands:", "", "```bash",
+             *commands, "```", "",
+             f"{len(results)} runs, each trained for its budget (table) of wall clock on one CPU "
+             f"thread (float32); test errors on {tested} structures of test_01. Mean ± standard "
+             "deviation over seeds.", ""] + table + [
+             "", "Paired comparison of test force MAE (runs matched on molecule, architecture, "
+             "cutoff and seed; geometric-mean ratio, Student-t 95% interval on the log ratio, "
+             "exact two-sided sign-flip test; see `ase_so3/benchmark/paired.py`):", ""] + lines_pairs
     if plot:
         lines += ["", f"![learning curves]({plot})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps({"summary": summary, "runs": results}, indent=1, default=float))
+        tmp.write_text(json.dumps({"summary": summary, "paired": pairs, "runs": results},
+                                  indent=1, default=float))
     return out / "report.md"
 
 
@@ -170,23 +247,23 @@ def _plot(out: Path, groups: dict) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    panels = sorted({(m, rc) for m, rc, _ in groups})
+    panels = sorted({k[:3] for k in groups})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colours = dict(zip(SETTINGS, ("C0", "C1", "C2")))
-    for ax, (mol, rc) in zip(axes[0], panels):
+    for ax, (mol, arch, rc) in zip(axes[0], panels):
         for setting in SETTINGS:
-            for k, r in enumerate(groups.get((mol, rc, setting), [])):
-                work = out / "runs" / run_name(mol, rc, setting, r["seed"])
+            for k, r in enumerate(groups.get((mol, arch, rc, setting), [])):
+                work = out / "runs" / run_name(mol, rc, setting, r["seed"], arch)
                 t, f = _curve(work)
-                ax.plot(t, f, color=colours[setting], lw=1, alpha=0.8, marker="o", ms=3,
+                ax.plot(t, f, color=colours[setting], lw=1, alpha=0.8, marker="o", ms=2,
                         label=setting if k == 0 else None)
         ax.set_yscale("log")
-        ax.set_xlabel("training time (min)")
+        ax.set_xlabel("training time (min, one CPU thread)")
         ax.set_ylabel("validation force MAE (meV/Å)")
-        ax.set_title(f"{mol}, {rc:g} Å graph", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{mol}, {arch} model, {rc:g} Å graph", fontsize=10)
+        ax.legend(fontsize=8, title="distance feature", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=110)
     plt.close(fig)
@@ -198,8 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--molecules", nargs="+", default=["ethanol", "aspirin"])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--cutoffs", type=float, nargs="+", default=[2.0, 5.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="note",
+                   help="the study note's model, or the model of --config")
+    p.add_argument("--config", default=None,
+                   help="training config (an se3_transformer one, e.g. "
+                        "configs/se3_transformer-rmd17.yaml): its recipe for every run, its model "
+                        "for --architecture recommended")
+    p.add_argument("--cutoffs", type=float, nargs="*", default=None,
+                   help="graph cutoffs (Å); default: the config's, or 2 and 5 for the note's "
+                        "model without a config")
     p.add_argument("--budget-minutes", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--lr", type=float, default=5e-3)
@@ -219,6 +304,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command = " ".join(["ase-so3 benchmark attention", *argv])
+    if args.cutoffs is None and args.config is None:
+        args.cutoffs = [2.0, 5.0]
     if args.report_only:
         print(write_report(args.output))
         return 0
