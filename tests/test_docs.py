@@ -80,3 +80,9 @@ def test_docs_hold_no_narrative_of_how_they_were_written():
             if pattern.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{k}: {line.strip()[:100]}")
     assert not hits, "\n".join(hits)
+
+
+def test_readme_table_of_shipped_potentials_is_the_one_their_model_cards_give():
+    from ase_so3.pretrained.table import by_molecule
+    readme = (ROOT / "README.md").read_text()
+    assert by_molecule() in readme, "README table is stale: paste `python -m ase_so3.pretrained.table`"

@@ -26,6 +26,19 @@ LEARNING = {"molecules": {"ethanol": {
                "parameters": 200000}}}}}}
 
 
+def test_projected_minutes_follow_the_power_law_of_the_curve():
+    # F = 100 t^-0.5 (t in minutes): 10 meV/Å at 100 minutes
+    history = [{"elapsed_s": 60.0 * m, "val_forces_mae_meV_per_A": 100 * m ** -0.5}
+               for m in range(1, 21)]
+    assert abs(pub.project_minutes(history, 10.0) - 100.0) < 1e-6
+    assert pub.project_minutes(history, 50.0) == 4.0  # already reached at 4 minutes
+    flat = [{"elapsed_s": 60.0 * m, "val_forces_mae_meV_per_A": 30.0} for m in range(1, 21)]
+    assert pub.project_minutes(flat, 10.0) is None
+    assert pub.target_forces_mae("escn", "aspirin") == 13.2
+    assert pub.target_forces_mae("tfn", "ethanol") == 5.6
+    assert pub.target_forces_mae("tfn", "uracil") is None
+
+
 def test_mace_at_budget_is_the_best_mace_of_that_budget(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(LEARNING))
@@ -53,6 +66,7 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     assert card["version"]["trained"] == "2026-12-02" and card["version"]["commit"] == "abc1234"
     assert card["training"]["epochs"] == 1 and card["published_mace"]["forces_mae_meV_per_A"] == 2.1
     assert card["mace_same_budget"]["model"] == "mace-64x1o"
+    assert card["target"]["forces_mae_meV_per_A"] == 4.2 and card["target"]["met"] is False
     assert card["test_errors"]["forces_mae_meV_per_A"] > 0
     assert (tmp_path / "plots" / "escn-test-ethanol_parity.png").stat().st_size > 1000
     assert (tmp_path / "pkg" / "escn-test-ethanol.pt").read_bytes() == \
@@ -60,4 +74,7 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     md = table.markdown(long=True)
     row = next(line for line in md.splitlines() if "escn-test-ethanol" in line)
     f = card["test_errors"]["forces_mae_meV_per_A"]
-    assert f"| {f:.1f} | 0.4 / 2.1 | 3.3 / 12.5 | 1 epochs" in row
+    assert f"| {f:.1f} | 0.4 / 2.1 | 3.3 / 12.5 | 4.2: not met" in row and "| 1 epochs" in row
+    e = card["test_errors"]["energy_mae_meV"]
+    assert (f"| ethanol | {e:.1f} / {f:.1f} | — | — | 0.4 / 2.1 | 3.3 / 12.5 (60 min) |"
+            in table.by_molecule())
