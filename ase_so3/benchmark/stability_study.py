@@ -218,15 +218,20 @@ def write_report(output, folders) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         return path
-    fig, ax = plt.subplots(figsize=(7, 4))
-    centres = 0.5 * (BINS[1:] + BINS[:-1])
-    first = next(iter(runs.values()))
-    ax.plot(centres, first["h_ref"], color="black", lw=2, label="reference structures")
+    panels: dict[str, list] = {}  # one panel per data set: each has its own reference h(r)
     for name, r in runs.items():
-        ax.plot(centres, r["h"], lw=1, label=name)
-    ax.set_xlabel("interatomic distance r (Å)")
-    ax.set_ylabel("h(r) (1/Å)")
-    ax.legend(fontsize=7)
+        panels.setdefault(Path(r["data"]).stem, []).append((name, r))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    centres = 0.5 * (BINS[1:] + BINS[:-1])
+    for ax, (data, members) in zip(axes[0], panels.items()):
+        ax.plot(centres, members[0][1]["h_ref"], color="black", lw=2,
+                label="reference structures")
+        for name, r in members:
+            ax.plot(centres, r["h"], lw=1, label=f"{name} (h(r) MAE {r['hr_mae_all']:.3f})")
+        ax.set_xlabel("interatomic distance r (Å)")
+        ax.set_ylabel("h(r) (1/Å)")
+        ax.set_title(data, fontsize=10)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(output / "stability_hr.png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
