@@ -65,7 +65,10 @@ def test_md_ctrl_c_keeps_the_trajectory(tmp_path):
     with open(tmp_path / "stdout", "w") as so, open(tmp_path / "stderr", "w") as se:
         proc = subprocess.Popen([sys.executable, "-m", "ase_so3.cli", "md", "ethanol",
                                  "--untrained", "tfn", "--steps", "100000", "--output", str(out),
-                                 "--quiet"], stdout=so, stderr=se, text=True)
+                                 "--quiet"], stdout=so, stderr=se, text=True,
+                                # a shell's background job ignores SIGINT, and a child that starts
+                                # with SIGINT ignored never raises KeyboardInterrupt: restore it
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = out / "trajectory.traj"
     try:
         # interrupt only once the MD loop runs (a loaded machine may take long to import torch)
