@@ -15,12 +15,13 @@ the same model with the new recipe.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ase_so3.training.logs import read_csv
 
 OLD_RECIPE = ["forces_weight=100", "lr=0.005", "amsgrad=false"]
 OLD_MODEL = [f"model_config.{k}=false" for k in ("edge_species", "message_centre", "message_gate",
@@ -71,11 +72,6 @@ def measure_speed(config: str, h5: str, overrides: list[str], steps: int = 20) -
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def best_until(rows: list[dict], key: str, limit: float) -> float | None:
     vals = [r["val_forces_mae_meV_per_A"] for r in rows if r[key] <= limit]
     return min(vals) if vals else None
@@ -97,7 +93,7 @@ def table(out: Path, epochs: int, speed: dict, minutes: float) -> str:
         path = out / slug(name) / "metrics.csv"
         if not path.is_file():
             continue
-        all_rows = read_metrics(path)
+        all_rows = read_csv(path)
         rows = within_budget(all_rows, minutes)
         sps = speed.get(name)
         at_e = best_until(all_rows, "epoch", epochs)

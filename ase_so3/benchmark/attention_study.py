@@ -79,15 +79,13 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
     return dataclasses.replace(base, model_config=model, output=str(work), **common)
 
 
-def train_one(args, molecule: str, cutoff: float | None, setting: str, seed: int,
-              h5: Path) -> dict:
+def train_one(args, cfg, molecule: str, setting: str, seed: int, h5: Path) -> dict:
     import torch
 
     from ase_so3.training.evaluate import evaluate_potential
     from ase_so3.training.trainer import Trainer
-    cfg = run_config(args, molecule, cutoff, setting, seed, h5)
     work = Path(cfg.output)
-    cutoff = cfg.model_config.get("cutoff", cutoff)
+    cutoff = cfg.model_config["cutoff"]
     fit = Trainer(cfg).fit(resume=(work / "checkpoint_last.pt").is_file(), log=lambda m: None)
     torch.set_num_threads(args.threads)
     test = evaluate_potential(work / "potential.pt", h5, split="test", limit=args.test_limit)
@@ -120,21 +118,18 @@ def run(args) -> Path:
     out = Path(args.output)
     for molecule in args.molecules:
         h5 = prepare_data(args, molecule, out)
-        cutoffs = args.cutoffs or [None]
-        for cutoff in cutoffs:
+        for cutoff in args.cutoffs or [None]:  # None: the config's own cutoff
             for seed in args.seeds:
                 for setting in args.settings:
-                    if cutoff is None:  # the config's own cutoff
-                        cutoff = run_config(args, molecule, None, setting, seed,
-                                            h5).model_config["cutoff"]
-                    name = run_name(molecule, cutoff, setting, seed, args.architecture)
-                    work = out / "runs" / name
+                    cfg = run_config(args, molecule, cutoff, setting, seed, h5)
+                    work = Path(cfg.output)
+                    name = work.name
                     if args.resume and (work / "claimed").is_file() and not (work / "result.json").is_file():
                         (work / "claimed").unlink()  # an interrupted run: resume it
                     if not _claim(work):
                         continue
                     print(f"{name}: training for {args.budget_minutes} min", flush=True)
-                    r = train_one(args, molecule, cutoff, setting, seed, h5)
+                    r = train_one(args, cfg, molecule, setting, seed, h5)
                     print(f"{name}: {r['epochs']} epochs, test E MAE "
                           f"{r['test']['energy_mae_meV']:.2f} meV, F MAE "
                           f"{r['test']['forces_mae_meV_per_A']:.2f} meV/Å", flush=True)

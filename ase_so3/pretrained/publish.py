@@ -64,15 +64,6 @@ def project_minutes(history: list[dict], target_val: float, tail: float = 0.5) -
     return float(np.exp((np.log(target_val) - a) / b))
 
 
-def read_history(run: Path) -> list[dict]:
-    """Per-epoch metrics of a training run: ``metrics.jsonl``, else ``metrics.csv``."""
-    import csv
-    if (run / "metrics.jsonl").is_file():
-        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    with open(run / "metrics.csv") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def mace_at_budget(results: Path, molecule: str, budget_minutes: float) -> dict | None:
     """The best MACE that ``ase-so3 benchmark learning`` trained on ``molecule`` with the same
     budget (its ``results.json``): size, offset-free energy MAE and force MAE on the test set."""
@@ -100,6 +91,7 @@ def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardw
     from ase_so3.loading import load_potential
     from ase_so3.training.evaluate import evaluate_potential
     from ase_so3.training.hdf5 import HDF5Dataset
+    from ase_so3.training.logs import read_history
     potential = run / "potential.pt"
     model = load_potential(potential)
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,6 +37,20 @@ def rewrite(out: Path, history: list[dict]) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a ``metrics.csv`` as floats."""
+    with open(path) as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def read_history(out: Path) -> list[dict]:
+    """Per-epoch metrics of the run in folder ``out``: ``metrics.jsonl``, else ``metrics.csv``."""
+    out = Path(out)
+    if (out / "metrics.jsonl").is_file():
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_csv(out / "metrics.csv")
+
+
 def last_logged_epoch(path: Path) -> int | None:
     try:
         with open(path, newline="") as f:
