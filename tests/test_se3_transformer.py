@@ -53,6 +53,23 @@ def test_tfn_and_se3_transformer_share_the_convolution():
     assert tfn.layers[0].conv.paths == se3.layers[0].conv.paths
 
 
+def test_stacked_weights_give_the_separate_convolutions():
+    """Key and value in one call (the filter contraction shared) equal two separate calls."""
+    g = torch.Generator().manual_seed(0)
+    conv = TensorProductConv(2, 2, 4).to(torch.float64)
+    e, c = 7, 3
+    vec = torch.randn(e, 3, generator=g, dtype=torch.float64)
+    from ase_so3.so3.spherical_harmonics import SphericalHarmonics
+    filters = conv.filters(SphericalHarmonics(4).to(torch.float64)(vec))
+    x = torch.randn(e, 9, c, generator=g, dtype=torch.float64)
+    wk, wv = (torch.randn(e, conv.num_paths, c, generator=g, dtype=torch.float64) for _ in "kv")
+    k, v = conv(x, filters, torch.stack([wk, wv], 2)).unbind(1)
+    assert k.shape == (e, 9, c)
+    assert torch.allclose(k, conv(x, filters, wk), atol=1e-12)
+    assert torch.allclose(v, conv(x, filters, wv), atol=1e-12)
+    assert not torch.allclose(k, v)
+
+
 def test_degrees_0_1_3_leave_degree_2_exactly_zero_and_stay_equivariant(chiral):
     from ase_so3 import keys as K
     from ase_so3.checks import finite_difference_errors, symmetry_errors

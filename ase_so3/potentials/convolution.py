@@ -76,12 +76,19 @@ class TensorProductConv(nn.Module):
     def forward(self, x: torch.Tensor, filters: list[torch.Tensor],
                 weights: torch.Tensor) -> torch.Tensor:
         """``x`` ``[E, (lmax_in+1)^2, C]`` (source features per edge), ``weights`` ``[E, paths, C]``
-        -> messages ``[E, (lmax_out+1)^2, C]``."""
+        -> messages ``[E, (lmax_out+1)^2, C]``.
+
+        ``weights`` ``[E, paths, K, C]`` gives ``K`` convolutions of the same features at once
+        (the SE(3)-Transformer's key and value), ``[E, K, (lmax_out+1)^2, C]``: the contraction of
+        the filters with ``x``, the costly part, is then done once for all ``K``."""
+        stacked = weights.dim() == 4
+        w = weights if stacked else weights.unsqueeze(2)  # [E, paths, K, C]
         parts: list[list[torch.Tensor]] = [[] for _ in range(self.lmax_out + 1)]
         for (li, lo, start, n), t in zip(self.groups, filters):
-            xs = x[:, li * li:(li + 1) ** 2]  # [E, 2li+1, C]
-            parts[lo].append(torch.einsum("eqoi,eic,eqc->eoc", t, xs, weights[:, start:start + n]))
-        zeros = x.new_zeros
-        out = [torch.stack(p).sum(0) if p else zeros((x.shape[0], 2 * lo + 1, x.shape[2]))
+            tx = torch.einsum("eqoi,eic->eqoc", t, x[:, li * li:(li + 1) ** 2])
+            parts[lo].append(torch.einsum("eqoc,eqkc->ekoc", tx, w[:, start:start + n]))
+        e, k, c = x.shape[0], w.shape[2], x.shape[2]
+        out = [torch.stack(p).sum(0) if p else x.new_zeros((e, k, 2 * lo + 1, c))
                for lo, p in enumerate(parts)]
-        return torch.cat(out, dim=1)
+        out = torch.cat(out, dim=2)
+        return out if stacked else out[:, 0]

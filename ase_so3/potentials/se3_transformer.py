@@ -149,8 +149,8 @@ class SE3AttentionLayer(nn.Module):
         e = src.shape[0]
         q = self.query(x)[dst]  # [E, D, C]
         xj = x[src]
-        k = self.conv(xj, filters, self.key_radial(bases, envelope))  # [E, D, C]
-        v = self.conv(xj, filters, self.value_radial(bases, envelope))  # [E, D, C]
+        w = torch.stack([self.key_radial(bases, envelope), self.value_radial(bases, envelope)], 2)
+        k, v = self.conv(xj, filters, w).unbind(1)  # key and value [E, D, C], one contraction
         logits = (q * k).reshape(e, d, self.heads, c // self.heads).sum((1, 3)) * self.scale  # [E, H]
         alpha = segment_softmax(logits, dst, n, weights=envelope if self.use_envelope else None)
         msg = (v.reshape(e, d, self.heads, c // self.heads) * alpha[:, None, :, None]).reshape(e, d, c)
