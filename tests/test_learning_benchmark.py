@@ -39,6 +39,9 @@ def test_parse_models():
     assert mace["settings"]["lr"] == "0.005"
     assert models["escn"] == {"kind": "ours", "config": "configs/escn-rmd17.yaml",
                               "overrides": ["lmax=3"]}
+    named = parse_models(["mace-exp=mace-64x1o:scheduler=ExponentialLR"])["mace-exp"]
+    assert named["kind"] == "mace" and named["settings"]["num_channels"] == 64
+    assert named["settings"]["scheduler"] == "ExponentialLR"
     with pytest.raises(ValueError, match="NAME=CONFIG.yaml"):
         parse_models(["escn"])
 
@@ -76,17 +79,31 @@ def test_end_to_end_for_a_model_of_ours(tmp_path):
         "model_config": {"lmax": 1, "channels": 4, "num_layers": 1, "num_radial": 4,
                          "radial_hidden": 8, "readout_hidden": 8, "edge_species": True,
                          "message_gate": True, "norm": True, "ffn_hidden": 4}}))
-    args = build_parser().parse_args([
-        "--molecule", "ethanol", "--models", f"tiny={config}", "--budget-minutes", "5",
-        "--snapshot-minutes", "0", "--train", "20", "--val", "5", "--test-limit", "4",
-        "--data-dir", str(RMD17), "--output", str(tmp_path / "out")])
-    report = run(args, log=lambda *_: None)
-    unit = json.loads((tmp_path / "out" / "results.json").read_text())["molecules"]["ethanol"]["tiny"]
-    assert len(unit["curve"]) == 2 and unit["epochs"] == 2
-    assert set(unit["test"]) == {"5", "0"}  # the full budget and the snapshot
-    for errors in unit["test"].values():
-        assert np.isfinite(errors["forces_mae_meV_per_A"]) and errors["test_structures"] == 4
-    assert "tiny" in report.read_text()
+    common = ["--molecule", "ethanol", "--train", "20", "--val", "5", "--test-limit", "4",
+              "--data-dir", str(RMD17), "--output", str(tmp_path / "out")]
+    run(build_parser().parse_args([*common, "--models", f"tiny={config}", "--budget-minutes", "5",
+                                   "--snapshot-minutes", "0"]), log=lambda *_: None)
+    # a schedule annealed over the budget: the shorter budget is a run of its own
+    report = run(build_parser().parse_args([
+        *common, "--models", f"annealed={config}:scheduler=cosine_budget,max_epochs=1000",
+        "--budget-minutes", "0.04", "--snapshot-minutes", "0.01", "--resume"]), log=lambda *_: None)
+    units = json.loads((tmp_path / "out" / "results.json").read_text())["molecules"]["ethanol"]
+    for name, budgets in (("tiny", {"5", "0"}), ("annealed", {"0.04", "0.01"})):
+        assert set(units[name]["test"]) == budgets  # the full budget and the shorter one
+        for errors in units[name]["test"].values():
+            assert np.isfinite(errors["forces_mae_meV_per_A"]) and errors["test_structures"] == 4
+    assert len(units["tiny"]["curve"]) == 2 and units["tiny"]["epochs"] == 2
+    assert "snapshot_runs" not in units["tiny"]
+    long, short = units["annealed"], units["annealed"]["snapshot_runs"]["0.01"]
+    assert "time_budget_minutes=0.01" in short["command"]
+    assert units["annealed"]["snapshots"]["0.01"].endswith("annealed_0.01min/potential.pt")
+    for run_, budget_s in ((long, 2.4), (short, 0.6)):  # each stopped by its own budget
+        assert run_["curve"][-1]["elapsed_s"] >= budget_s > run_["curve"][-2]["elapsed_s"]
+    assert long["epochs"] > short["epochs"] > 1
+    rows = {(r["budget_minutes"], r["model"]): r for r in budget_table(units)}
+    assert rows[0.01, "annealed"]["epochs"] == short["epochs"] - 1
+    assert rows[0.04, "annealed"]["epochs"] == long["epochs"] - 1
+    assert "tiny" in report.read_text() and "annealed" in report.read_text()
 
 
 def test_ablation_table_reads_each_variant(tmp_path):

@@ -43,17 +43,19 @@ MACE_SIZES = {"mace-64x1o": {"num_channels": 64, "max_L": 1},
 
 def parse_models(items: list[str]) -> dict[str, dict]:
     """``NAME=CONFIG.yaml`` (ours: a training config) or a MACE size (``mace-64x1o``,
-    ``mace-128x2``), each optionally followed by ``:key=value,...`` overrides."""
+    ``mace-128x2``, or ``NAME=mace-64x1o`` for a named variant), each optionally followed by
+    ``:key=value,...`` overrides."""
     out = {}
     for item in items:
         head, _, extra = item.partition(":")
         overrides = [kv for kv in extra.split(",") if kv]
-        if head in MACE_SIZES:
-            settings = {**MACE_RECIPE, **MACE_SIZES[head]}
+        name, _, config = head.rpartition("=")
+        name = name or config
+        if config in MACE_SIZES:
+            settings = {**MACE_RECIPE, **MACE_SIZES[config]}
             settings.update(kv.split("=", 1) for kv in overrides)
-            out[head] = {"kind": "mace", "settings": settings}
+            out[name] = {"kind": "mace", "settings": settings}
         elif "=" in head:
-            name, config = head.split("=", 1)
             out[name] = {"kind": "ours", "config": config, "overrides": overrides}
         else:
             raise ValueError(f"model {item!r}: use NAME=CONFIG.yaml for ours or one of "
@@ -83,26 +85,50 @@ def mace_curve(log_path: Path) -> list[dict]:
     return rows
 
 
-def _train_ours(spec: dict, h5: Path, work: Path, args, log) -> dict:
+def _budget_annealed(cfg) -> bool:
+    """A schedule tied to the time budget: a snapshot of a longer run is not what a shorter run
+    ships, so each budget trains as its own run."""
+    return cfg.scheduler == "cosine_budget"
+
+
+def _fit_ours(spec: dict, h5: Path, work: Path, args, log, minutes: float, snapshots) -> dict:
     import csv
 
     from ase_so3.training.config import TrainConfig
     from ase_so3.training.trainer import Trainer
-    overrides = [f"data={h5}", f"output={work}", f"time_budget_minutes={args.budget_minutes}",
+    overrides = [f"data={h5}", f"output={work}", f"time_budget_minutes={minutes}",
                  f"threads={args.threads}", f"seed={args.seed}", "progress=false",
-                 f"snapshot_minutes={list(args.snapshot_minutes)}", *spec["overrides"]]
+                 f"snapshot_minutes={list(snapshots)}", *spec["overrides"]]
     cfg = TrainConfig.load(spec["config"], overrides)
     result = Trainer(cfg).fit(resume=(work / "checkpoint_last.pt").is_file(), log=log)
     with open(work / "metrics.csv") as f:
         curve = [{"epoch": int(r["epoch"]), "elapsed_s": float(r["elapsed_s"]),
                   "val_forces_mae_meV_per_A": float(r["val_forces_mae_meV_per_A"]),
                   "structures_per_s": float(r["structures_per_s"])} for r in csv.DictReader(f)]
-    snaps = {f"{m:g}": str(work / f"potential_{float(m):g}min.pt") for m in args.snapshot_minutes}
     return {"kind": "ours", "model": cfg.model, "path": str(work / "potential.pt"),
-            "snapshots": {k: v for k, v in snaps.items() if Path(v).is_file()},
             "epochs": result["epochs"], "train_seconds": result["elapsed_s"], "curve": curve,
             "structures_per_s": float(np.median([r["structures_per_s"] for r in curve])),
             "command": f"ase-so3 train {spec['config']} " + " ".join(overrides)}
+
+
+def _train_ours(spec: dict, h5: Path, work: Path, args, log) -> dict:
+    from ase_so3.training.config import TrainConfig
+    cfg = TrainConfig.load(spec["config"], [f"data={h5}", *spec["overrides"],
+                                            f"time_budget_minutes={args.budget_minutes}"])
+    if not _budget_annealed(cfg):
+        unit = _fit_ours(spec, h5, work, args, log, args.budget_minutes, args.snapshot_minutes)
+        snaps = {f"{m:g}": str(work / f"potential_{float(m):g}min.pt")
+                 for m in args.snapshot_minutes}
+        unit["snapshots"] = {k: v for k, v in snaps.items() if Path(v).is_file()}
+        return unit
+    unit = _fit_ours(spec, h5, work, args, log, args.budget_minutes, [])
+    unit["snapshots"], unit["snapshot_runs"] = {}, {}
+    for minutes in args.snapshot_minutes:
+        short = _fit_ours(spec, h5, work.parent / f"{work.name}_{minutes:g}min", args,
+                          lambda m, t=minutes: log(f"({t:g}-minute run) {m}"), minutes, [])
+        unit["snapshots"][f"{minutes:g}"] = short.pop("path")
+        unit["snapshot_runs"][f"{minutes:g}"] = short
+    return unit
 
 
 def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
@@ -205,7 +231,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--molecule", required=True)
     p.add_argument("--models", nargs="+", required=True,
-                   help="NAME=CONFIG.yaml[:key=value,...] for ours, mace-64x1o or mace-128x2")
+                   help="NAME=CONFIG.yaml[:key=value,...] for ours; mace-64x1o, mace-128x2 or "
+                        "NAME=mace-64x1o[:key=value,...] for MACE")
     p.add_argument("--budget-minutes", type=float, default=60.0)
     p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[15.0])
     p.add_argument("--data-dir", default="../shared/data/md17/rmd17")

@@ -23,7 +23,9 @@ def budget_table(models: dict) -> list[dict]:
             test = unit.get("test", {}).get(budget)
             if test is None:
                 continue
-            epochs = [r["epoch"] for r in unit["curve"] if r["elapsed_s"] <= float(budget) * 60]
+            # a budget trained as its own run (a schedule annealed over the budget) or a snapshot
+            run = unit.get("snapshot_runs", {}).get(budget, unit)
+            epochs = [r["epoch"] for r in run["curve"] if r["elapsed_s"] <= float(budget) * 60]
             rows.append({"budget_minutes": float(budget), "model": name, "kind": unit["kind"],
                          "parameters": test["parameters"],
                          "epochs": max(epochs) if epochs else 0,

@@ -27,7 +27,7 @@ class TrainConfig:
     amsgrad: bool = False  # the AMSGrad variant of Adam(W), as MACE and NequIP train
     lr: float = 5e-3  # peak learning rate (after the warm-up)
     weight_decay: float = 0.0  # decoupled with adamw, L2 with adam
-    scheduler: str = "plateau"  # plateau | cosine | none
+    scheduler: str = "plateau"  # plateau, cosine (max_epochs), cosine_budget (time budget), none
     warmup_epochs: float = 1.0  # linear warm-up of the learning rate, in epochs
     plateau_patience: int = 10  # epochs without improvement before the plateau decay
     plateau_factor: float = 0.5  # learning-rate factor at each plateau decay
@@ -83,6 +83,14 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind.startswith("float") else int(value))
                 except ValueError:
                     raise ValueError(f"option {f.name} must be a number, got {value!r}") from None
+        if self.scheduler == "cosine_budget":
+            if not self.time_budget_minutes:
+                raise ValueError("scheduler: cosine_budget decays the learning rate over the time "
+                                 "budget; set time_budget_minutes (or use plateau or cosine)")
+            if self.snapshot_minutes:
+                raise ValueError("snapshot_minutes with scheduler: cosine_budget: a snapshot of a "
+                                 "run annealed over a longer budget is not what a shorter run "
+                                 "ships; train each budget as its own run")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -55,23 +55,43 @@ class EMA:
 
 
 class LRSchedule:
-    """Linear warm-up (per step), then plateau decay on the validation metric or cosine decay."""
+    """Linear warm-up (per step), then plateau decay on the validation metric, cosine decay over
+    ``total_epochs``, or cosine decay over a wall-clock budget (``cosine_budget``).
+
+    ``cosine_budget`` reaches ``min_lr`` when ``budget_s`` seconds of training are spent. Within
+    an epoch the time is extrapolated from the step count at the seconds per step measured so far
+    (validation included), so the learning rate follows only the checkpointed state: a resumed
+    run repeats it exactly, and data-parallel ranks that share ``elapsed`` agree on it."""
+
+    KINDS = ("plateau", "cosine", "cosine_budget", "none")
 
     def __init__(self, optimizer, kind: str, base_lr: float, warmup_steps: int, min_lr: float,
-                 total_epochs: int, patience: int, factor: float):
-        if kind not in ("plateau", "cosine", "none"):
-            raise ValueError("scheduler must be plateau, cosine or none")
+                 total_epochs: int, patience: int, factor: float, budget_s: float | None = None):
+        if kind not in self.KINDS:
+            raise ValueError(f"scheduler must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        if kind == "cosine_budget" and not (budget_s and math.isfinite(budget_s) and budget_s > 0):
+            raise ValueError("scheduler cosine_budget decays over the time budget: set "
+                             "time_budget_minutes")
         self.optimizer, self.kind, self.base_lr = optimizer, kind, base_lr
         self.warmup_steps, self.min_lr, self.total_epochs = warmup_steps, min_lr, total_epochs
-        self.patience, self.factor = patience, factor
+        self.patience, self.factor, self.budget_s = patience, factor, budget_s
         self.step_count, self.epoch, self.plateau_scale = 0, 0, 1.0
         self.best, self.bad_epochs = math.inf, 0
+        self.clock, self.clock_steps = 0.0, 0  # training seconds and steps at the last epoch end
         self._apply()
+
+    def _progress(self) -> float:
+        if self.kind == "cosine":
+            return min(1.0, self.epoch / max(1, self.total_epochs))
+        t = self.clock
+        if self.clock_steps:
+            t += (self.step_count - self.clock_steps) * self.clock / self.clock_steps
+        return min(1.0, t / self.budget_s)
 
     def lr(self) -> float:
         warm = min(1.0, (self.step_count + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        if self.kind == "cosine":
-            frac = min(1.0, self.epoch / max(1, self.total_epochs))
+        if self.kind in ("cosine", "cosine_budget"):
+            frac = self._progress()
             target = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac))
         else:
             target = max(self.min_lr, self.base_lr * self.plateau_scale)
@@ -85,8 +105,11 @@ class LRSchedule:
         self.step_count += 1
         self._apply()
 
-    def end_epoch(self, metric: float) -> None:
+    def end_epoch(self, metric: float, elapsed: float | None = None) -> None:
+        """``elapsed``: training seconds so far (the clock of ``cosine_budget``)."""
         self.epoch += 1
+        if elapsed is not None:
+            self.clock, self.clock_steps = float(elapsed), self.step_count
         if self.kind == "plateau":
             if metric < self.best:
                 self.best, self.bad_epochs = metric, 0
@@ -99,7 +122,7 @@ class LRSchedule:
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("step_count", "epoch", "plateau_scale", "best",
-                                              "bad_epochs")}
+                                              "bad_epochs", "clock", "clock_steps")}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():

@@ -87,7 +87,9 @@ class Trainer:
         steps_per_epoch = len(self.train_set.batches(cfg.batch_size, False))
         self.schedule = LRSchedule(self.optimizer, cfg.scheduler, cfg.lr,
                                    int(cfg.warmup_epochs * steps_per_epoch), cfg.min_lr,
-                                   cfg.max_epochs, cfg.plateau_patience, cfg.plateau_factor)
+                                   cfg.max_epochs, cfg.plateau_patience, cfg.plateau_factor,
+                                   budget_s=(cfg.time_budget_minutes * 60
+                                             if cfg.time_budget_minutes else None))
         self.train_model = self.model
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -279,9 +281,9 @@ class Trainer:
             train_seconds = time.perf_counter() - start
             metrics = self.validate()
             self.epoch += 1
-            self.elapsed += time.perf_counter() - start
+            self.elapsed = self._shared_clock(self.elapsed + time.perf_counter() - start)
             metric = metrics["forces_mae_meV_per_A"]
-            self.schedule.end_epoch(metric)
+            self.schedule.end_epoch(metric, self.elapsed)
             improved = metric < self.best_metric
             self.best_metric = min(metric, self.best_metric)
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
@@ -312,6 +314,15 @@ class Trainer:
             torch.distributed.barrier()
         return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
                 "stop_reason": stop_reason, "elapsed_s": self.elapsed}
+
+    def _shared_clock(self, elapsed: float) -> float:
+        """The slowest rank's training time, so that every rank stops at the same epoch and
+        follows the same time-based learning rate."""
+        if self.world_size == 1:
+            return elapsed
+        t = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return float(t.item())
 
     def _snapshots(self, log) -> None:
         """``potential_<N>min.pt``: for each of ``snapshot_minutes`` passed, the potential a run
