@@ -125,8 +125,10 @@ def test_ablation_table_reads_each_variant(tmp_path):
 
 
 def test_pareto_front_and_matched_accuracy_table():
-    from ase_so3.benchmark.pareto import collect_rows, markdown, pareto_front
+    from ase_so3.benchmark.pareto import _nice_ticks, collect_rows, markdown, pareto_front
     assert pareto_front([(1.0, 10.0), (2.0, 5.0), (3.0, 7.0), (0.5, 20.0)]) == [3, 0, 1]
+    assert _nice_ticks(14.5, 144.0) == [15, 20, 30, 50, 70, 100, 150]  # the ends labelled
+    assert len(_nice_ticks(0.01, 1e5)) <= 8
     results = {"molecules": {"ethanol": {
         "escn": {"kind": "ours", "epochs": 100, "test": {
             "15": {"forces_mae_meV_per_A": 17.0, "parameters": 10},

@@ -86,6 +86,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _nice_ticks(lo: float, hi: float) -> list[float]:
+    """1-1.5-2-3-5-7 steps per decade covering [lo, hi], thinned to at most 8 labels."""
+    import math
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1,
+                                          math.ceil(math.log10(hi)) + 1)
+             for m in (1, 1.5, 2, 3, 5, 7)]
+    inside = [t for t in ticks if lo / 1.15 <= t <= hi * 1.15]
+    step = max(1, math.ceil(len(inside) / 8))
+    return inside[::step] or [lo, hi]
+
+
 def plot(rows: list[dict], molecule: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -104,14 +115,17 @@ def plot(rows: list[dict], molecule: str, path: Path) -> None:
                     textcoords="offset points")
     pts = [(r["latency_ms"], r["forces_mae_meV_per_A"]) for r in mine]
     front = pareto_front(pts)
+    # ringed, so that a front of one point shows too
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="grey", lw=1,
-            ls="--", label="Pareto front")
-    from matplotlib.ticker import ScalarFormatter
+            ls="--", marker="o", ms=13, mfc="none", label="Pareto front (ringed)")
+    from matplotlib.ticker import NullFormatter
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 4x10^1
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(ScalarFormatter())
+    for axis, values in ((ax.xaxis, [p[0] for p in pts]), (ax.yaxis, [p[1] for p in pts])):
+        ticks = _nice_ticks(min(values), max(values))  # plain numbers, none crowded
+        axis.set_ticks(ticks)
+        axis.set_ticklabels([f"{t:g}" for t in ticks])
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("energy+forces latency through ASE (ms, 1 CPU thread)")
     ax.set_ylabel("test force MAE (meV/Å)")
     ax.set_title(f"{molecule}: blue ase_so3, red MACE; circles 15 min, squares 60 min")
