@@ -198,6 +198,9 @@ def _ddp_worker(rank, world, port, data, out, batch, result_path):
     trainer.compute_loss(shard)["total"].backward()
     if rank == 0:
         torch.save({k: p.grad for k, p in trainer.model.named_parameters()}, result_path)
+    # both ranks leave together: a rank tearing gloo down while the other still talks to it
+    # aborts the process ("terminate called without an active exception")
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
