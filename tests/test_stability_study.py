@@ -59,4 +59,5 @@ def test_report_table_and_plot(data, tmp_path):
     md = st.write_report(tmp_path / "report", [tmp_path / "runs" / "escn"]).read_text()
     assert "| escn | `escn-rmd17-ethanol` | 2 | 0.02 | 0.02, 0.02 | 0 |" in md
     assert (tmp_path / "report" / "stability_hr.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "stability_time.png").stat().st_size > 1000
     json.loads((tmp_path / "runs" / "escn" / "stability.json").read_text())

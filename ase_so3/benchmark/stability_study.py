@@ -18,7 +18,8 @@ of the data set's ``--reference-split`` (default ``train``, what the potential l
 State (positions, velocities, RNG, histograms, collapse times) is written atomically to
 ``state.npz`` every ``--checkpoint-ps``; ``--resume`` continues from it exactly. Result:
 ``stability.json``; ``--report OUT DIR [DIR ...]`` writes ``OUT/stability.md`` and
-``OUT/stability_hr.png`` (h(r) overlays, stable time per model) from several finished runs.
+``OUT/stability_hr.png`` (h(r) overlays) and ``OUT/stability_time.png`` (stable time per
+replica and run) from several finished runs.
 """
 
 from __future__ import annotations
@@ -196,8 +197,9 @@ def _save_state(path: Path, dyn: BatchedLangevin, step, collapse, reasons, hist)
 
 
 def write_report(output, folders) -> Path:
-    """``stability.md`` (a row per run folder: replicas, stable time, collapses, h(r) MAE, speed)
-    and ``stability_hr.png`` (h(r) of each run over the reference)."""
+    """``stability.md`` (a row per run folder: replicas, stable time, collapses, h(r) MAE, speed),
+    ``stability_hr.png`` (h(r) of each run over the reference, a panel per data set) and
+    ``stability_time.png`` (stable time of every replica, a row per run)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = {Path(f).name: json.loads((Path(f) / "stability.json").read_text()) for f in folders}
@@ -221,9 +223,11 @@ def write_report(output, folders) -> Path:
     panels: dict[str, list] = {}  # one panel per data set: each has its own reference h(r)
     for name, r in runs.items():
         panels.setdefault(Path(r["data"]).stem, []).append((name, r))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    ncol = min(len(panels), 4)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
     centres = 0.5 * (BINS[1:] + BINS[:-1])
-    for ax, (data, members) in zip(axes[0], panels.items()):
+    for ax, (data, members) in zip(axes.flat, panels.items()):
         ax.plot(centres, members[0][1]["h_ref"], color="black", lw=2,
                 label="reference structures")
         for name, r in members:
@@ -232,11 +236,33 @@ def write_report(output, folders) -> Path:
         ax.set_ylabel("h(r) (1/Å)")
         ax.set_title(data, fontsize=10)
         ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     with atomic_path(output / "stability_hr.png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    _plot_stable_time(plt, runs, output / "stability_time.png")
     return path
+
+
+def _plot_stable_time(plt, runs: dict, path: Path) -> None:
+    """Stable time of every replica (dots) against the length of its run (bar), a row per run."""
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    for y, name in enumerate(names):
+        r = runs[name]
+        ax.barh(y, r["max_ps"], color="0.88", edgecolor="0.6", height=0.6)
+        for t, collapsed in zip(r["stable_ps"], r["collapsed"]):
+            ax.plot(t, y, "x" if collapsed else "o", color="C3" if collapsed else "C0", ms=6)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("time until collapse (ps); bar: length of the run, x: collapsed, o: intact")
+    ax.set_xlim(0, max(r["max_ps"] for r in runs.values()) * 1.05)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
