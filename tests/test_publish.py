@@ -39,6 +39,30 @@ def test_projected_minutes_follow_the_power_law_of_the_curve():
     assert pub.target_forces_mae("tfn", "uracil") is None
 
 
+def test_projection_from_two_budgets_follows_their_power_law(tmp_path):
+    # F = 100 t^-0.5: 50 at 4 min, 25 at 16 min -> 10 meV/Å at 100 minutes
+    minutes, b = pub.project_from_budgets({"4": 50.0, "16": 25.0}, 10.0)
+    assert abs(minutes - 100.0) < 1e-6 and abs(b + 0.5) < 1e-9
+    assert pub.project_from_budgets({"4": 50.0, "16": 25.0}, 30.0) == (16.0, None)  # met
+    assert pub.project_from_budgets({"4": 20.0, "16": 25.0}, 10.0)[0] is None
+    # the card prefers the budgets of the learning benchmark to the run's validation curve
+    run = tmp_path / "runs" / "escn"
+    unit = {"path": str(run / "potential.pt"), "test": {
+        "15": {"forces_mae_meV_per_A": 20.0}, "60": {"forces_mae_meV_per_A": 10.0}}}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"molecules": {"ethanol": {"escn": unit}}}))
+    found = pub.learning_unit(results, "ethanol", run)
+    assert found is not None and pub.learning_unit(results, "ethanol", tmp_path) is None
+    history = [{"elapsed_s": 60.0 * m, "val_forces_mae_meV_per_A": 100 * m ** -0.5}
+               for m in range(1, 61)]
+    entry = pub.target_entry("escn", "ethanol", 10.0, history, found)
+    assert entry["forces_mae_meV_per_A"] == 4.2 and not entry["met"]
+    assert abs(entry["projected_training_minutes"] - 60 * (10 / 4.2) ** 2) < 1e-6
+    assert "15 and 60-minute budgets" in entry["projection"]
+    curve_only = pub.target_entry("escn", "ethanol", 10.0, history, None)
+    assert "validation curve" in curve_only["projection"]
+
+
 def test_mace_at_budget_is_the_best_mace_of_that_budget(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(LEARNING))
