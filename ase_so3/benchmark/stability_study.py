@@ -249,16 +249,23 @@ def write_report(output, folders) -> Path:
 def _plot_stable_time(plt, runs: dict, path: Path) -> None:
     """Stable time of every replica (dots) against the length of its run (bar), a row per run."""
     names = list(runs)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.4))
     for y, name in enumerate(names):
         r = runs[name]
-        ax.barh(y, r["max_ps"], color="0.88", edgecolor="0.6", height=0.6)
-        for t, collapsed in zip(r["stable_ps"], r["collapsed"]):
-            ax.plot(t, y, "x" if collapsed else "o", color="C3" if collapsed else "C0", ms=6)
+        ax.barh(y, r["max_ps"], color="0.88", edgecolor="0.6", height=0.7,
+                label="length of the run" if y == 0 else None)
+        n = len(r["stable_ps"])
+        for k, (t, collapsed) in enumerate(zip(r["stable_ps"], r["collapsed"])):
+            dy = (k - (n - 1) / 2) * 0.5 / max(n, 2)  # replicas side by side within the bar
+            ax.plot(t, y + dy, "x" if collapsed else "o", color="C3" if collapsed else "C0",
+                    ms=5, ls="none")
+    ax.plot([], [], "o", color="C0", ls="none", label="replica intact at the end")
+    ax.plot([], [], "x", color="C3", ls="none", label="replica collapsed")
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("time until collapse (ps); bar: length of the run, x: collapsed, o: intact")
+    ax.set_xlabel("time until collapse (ps)")
     ax.set_xlim(0, max(r["max_ps"] for r in runs.values()) * 1.05)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
