@@ -50,7 +50,7 @@ def _unit(kind, f15, f60):
     test = lambda f: {"forces_mae_meV_per_A": f, "forces_rmse_meV_per_A": 1.3 * f,  # noqa: E731
                       "energy_mae_meV": 9.0, "energy_mae_offset_free_meV": 1.0,
                       "energy_mae_meV_per_atom": 0.1, "parameters": 10, "test_structures": 5}
-    curve = [{"epoch": e, "elapsed_s": 600.0 * e, "val_forces_mae_meV_per_A": 50.0 / e}
+    curve = [{"epoch": e, "elapsed_s": 600.0 * e - 1.0, "val_forces_mae_meV_per_A": 50.0 / e}
              for e in range(1, 7)]
     return {"kind": kind, "curve": curve, "structures_per_s": 3.0, "command": "cmd",
             "test": {"15": test(f15), "60": test(f60)}}

@@ -25,7 +25,8 @@ def budget_table(models: dict) -> list[dict]:
                 continue
             # a budget trained as its own run (a schedule annealed over the budget) or a snapshot
             run = unit.get("snapshot_runs", {}).get(budget, unit)
-            epochs = [r["epoch"] for r in run["curve"] if r["elapsed_s"] <= float(budget) * 60]
+            # epochs ended inside the budget; the trainer stops after the first that ends at or past it
+            epochs = [r["epoch"] for r in run["curve"] if r["elapsed_s"] < float(budget) * 60]
             rows.append({"budget_minutes": float(budget), "model": name, "kind": unit["kind"],
                          "parameters": test["parameters"],
                          "epochs": max(epochs) if epochs else 0,
