@@ -57,7 +57,7 @@ def test_a_bond_breaking_run_is_caught_and_frozen(data, tmp_path):
 def test_report_table_and_plot(data, tmp_path):
     st.run(_args(data, tmp_path / "runs" / "escn"), log=lambda *_: None)
     md = st.write_report(tmp_path / "report", [tmp_path / "runs" / "escn"]).read_text()
-    assert "| escn | `escn-rmd17-ethanol` | 2 | 0.02 | 0.02, 0.02 | 0 |" in md
+    assert "| escn | `escn-rmd17-ethanol` | 500 | 2 | 0.02 | 0.02, 0.02 | 0 |" in md
     assert (tmp_path / "report" / "stability_hr.png").stat().st_size > 1000
     assert (tmp_path / "report" / "stability_time.png").stat().st_size > 1000
     json.loads((tmp_path / "runs" / "escn" / "stability.json").read_text())

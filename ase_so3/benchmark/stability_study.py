@@ -203,12 +203,13 @@ def write_report(output, folders) -> Path:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = {Path(f).name: json.loads((Path(f) / "stability.json").read_text()) for f in folders}
-    lines = ["| run | potential | replicas | ps each | stable ps (each) | collapsed | h(r) MAE | "
-             "steps/s (all replicas) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | potential | T (K) | replicas | ps each | stable ps (each) | collapsed | "
+             "h(r) MAE | steps/s (all replicas) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         speed = r["steps_per_s_batch"]
         stable = ", ".join(f"{t:g}" for t in r["stable_ps"])
-        lines.append(f"| {name} | `{r['potential']}` | {len(r['stable_ps'])} | {r['max_ps']:g} | "
+        lines.append(f"| {name} | `{r['potential']}` | {r['temperature_K']:g} | "
+                     f"{len(r['stable_ps'])} | {r['max_ps']:g} | "
                      f"{stable} | {sum(r['collapsed'])} | {r['hr_mae_all']:.3f} | "
                      f"{'-' if speed is None else format(speed, '.1f')} |")
     path = output / "stability.md"
