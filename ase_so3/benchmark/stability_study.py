@@ -208,7 +208,9 @@ def write_report(output, folders) -> Path:
     for name, r in runs.items():
         speed = r["steps_per_s_batch"]
         stable = ", ".join(f"{t:g}" for t in r["stable_ps"])
-        lines.append(f"| {name} | `{r['potential']}` | {r['temperature_K']:g} | "
+        temperature = r.get("temperature_K")
+        lines.append(f"| {name} | `{r['potential']}` | "
+                     f"{'-' if temperature is None else format(temperature, 'g')} | "
                      f"{len(r['stable_ps'])} | {r['max_ps']:g} | "
                      f"{stable} | {sum(r['collapsed'])} | {r['hr_mae_all']:.3f} | "
                      f"{'-' if speed is None else format(speed, '.1f')} |")

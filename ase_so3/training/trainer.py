@@ -287,7 +287,7 @@ class Trainer:
             improved = metric < self.best_metric
             self.best_metric = min(metric, self.best_metric)
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
-            # the unrounded clock: budgets are compared with it, and a rounded time can reach the budget
+            # the unrounded clock: the budget is compared with it (a rounded one can reach it)
             row = {"epoch": self.epoch, "elapsed_s": self.elapsed,
                    "lr": self.optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
                    "structures_per_s": len(self.train_set) / max(train_seconds, 1e-9),
