@@ -56,7 +56,8 @@ def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_pat
               "--budget-minutes", "0.001", "--data-dir", str(RMD17), "--train", "12", "--val",
               "4", "--test-limit", "4", "--output", str(out), "--config", str(config)]
     assert main(common + ["--architecture", "recommended"]) == 0
-    assert main(common + ["--architecture", "note", "--cutoffs", "2"]) == 0  # same folder
+    # same folder; --lr overrides the config's learning rate, nothing else of its recipe
+    assert main(common + ["--architecture", "note", "--cutoffs", "2", "--lr", "0.003"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["runs"]) == 8
     for r in res["runs"]:
@@ -65,9 +66,11 @@ def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_pat
         assert cfg["model_config"]["distance_features"] == r["setting"]
         if r["architecture"] == "recommended":
             assert r["cutoff"] == 5.0 and cfg["model_config"]["channels"] == 32
+            assert cfg["lr"] == 0.01
             assert cfg["model_config"]["edge_species"] is True
         else:
             assert r["cutoff"] == 2.0 and cfg["model_config"]["degrees"] == [0, 1, 3]
+            assert cfg["lr"] == 0.003
     scopes = [c["scope"] for c in res["paired"]]
     assert ["ethanol", "recommended", 5.0] in scopes and "all" in scopes
     pooled = next(c for c in res["paired"] if c["scope"] == "all")

@@ -60,8 +60,8 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
         if args.architecture != "note" or cutoff is None:
             raise ValueError("--architecture recommended needs --config (a training config); "
                              "the note's model without one needs --cutoffs")
-        base = TrainConfig(model="se3_transformer", batch_size=args.batch_size, lr=args.lr,
-                           plateau_patience=5, **common)
+        base = TrainConfig(model="se3_transformer", batch_size=args.batch_size,
+                           lr=5e-3 if args.lr is None else args.lr, plateau_patience=5, **common)
         model = dict(NOTE_MODEL)
     else:
         base = TrainConfig.load(args.config, [f"data={h5}"])
@@ -70,6 +70,8 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
                              "se3_transformer config")
         model = (dict(base.model_config) if args.architecture == "recommended"
                  else dict(NOTE_MODEL))
+        if args.lr is not None:  # the config's recipe with another learning rate
+            base = dataclasses.replace(base, lr=args.lr)
     model["distance_features"] = setting
     if cutoff is not None:
         model["cutoff"] = cutoff
@@ -282,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model without a config")
     p.add_argument("--budget-minutes", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=5)
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate: overrides the config's; 5e-3 for the note's model "
+                        "without a config")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--data-dir", default="../shared/data/md17/rmd17")
