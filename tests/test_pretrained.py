@@ -84,9 +84,7 @@ def test_shipped_potential_conserves_energy_in_nve(name):
 # the self-check tests code more than weights: the molecules of up to 12 atoms cover every model's
 # code in a fraction of the time, the larger ones run with -m slow (each potential's own weights
 # are checked on its molecule by the tests above and by the NVE test)
-SELF_CHECK_SLOW = {"se3_transformer-rmd17-aspirin", "tfn-rmd17-aspirin", "escn-rmd17-aspirin",
-                   "escn-rmd17-azobenzene", "escn-rmd17-naphthalene", "escn-rmd17-paracetamol",
-                   "escn-rmd17-salicylic", "escn-rmd17-toluene"}
+SELF_CHECK_SLOW = {n for n in SHIPPED if len(load_named_structure(model_card(n)["molecule"])) > 12}
 
 
 @pytest.mark.parametrize("name", [

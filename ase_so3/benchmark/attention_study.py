@@ -38,6 +38,7 @@ from ase_so3.io_utils import atomic_path
 SETTINGS = ("r", "inverse", "mixed")
 NOTE_MODEL = {"degrees": [0, 1, 3], "channels": 8, "num_heads": 4, "num_layers": 4,
               "radial_hidden": 32}
+NOTE_LR = 5e-3  # the learning rate of the note's model when no config gives a recipe
 
 
 ARCHITECTURES = ("note", "recommended")
@@ -61,7 +62,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
             raise ValueError("--architecture recommended needs --config (a training config); "
                              "the note's model without one needs --cutoffs")
         base = TrainConfig(model="se3_transformer", batch_size=args.batch_size,
-                           lr=5e-3 if args.lr is None else args.lr, plateau_patience=5, **common)
+                           lr=NOTE_LR if args.lr is None else args.lr, plateau_patience=5, **common)
         model = dict(NOTE_MODEL)
     else:
         base = TrainConfig.load(args.config, [f"data={h5}"])
@@ -285,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate: overrides the config's; 5e-3 for the note's model "
-                        "without a config")
+                   help="learning rate: overrides the config's; "
+                        f"{NOTE_LR:g} for the note's model without a config")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--data-dir", default="../shared/data/md17/rmd17")
