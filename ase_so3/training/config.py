@@ -41,6 +41,7 @@ class TrainConfig:
     dtype: str = "float64"  # float32 or float64 for the weights and the data
     device: str = "cpu"  # cpu, cuda, cuda:N
     seed: int = 0  # initial weights and batch order
+    init_from: str | None = None  # start from this potential's weights (file or shipped name): fine-tuning
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     preload: bool = True  # read all structures and neighbour lists up front (small data sets)
     num_workers: int = 0  # DataLoader worker processes that build batches ahead of training

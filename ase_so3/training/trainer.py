@@ -78,6 +78,7 @@ class Trainer:
         self.model = build_potential(cfg.model, **model_kwargs)
         self.model.atomic_energies.copy_(torch.as_tensor(atomic))
         self.model.scale.fill_(self.stats["force_rms"])
+        self.init_metadata = _init_weights(self.model, cfg.init_from) if cfg.init_from else None
         self.model.to(device=self.device, dtype=self.dtype)
         self.model_config = self.model.config.to_dict()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -231,7 +232,8 @@ class Trainer:
                 "training_data": str(self.cfg.data), "train_split": self.cfg.train_split,
                 "epochs": self.epoch, "train_config": self.cfg.to_dict(),
                 "best_val_forces_mae_meV_per_A": self.best_metric,
-                "reference_structures": self._reference_structures()})
+                "reference_structures": self._reference_structures(),
+                **({"init_from": self.init_metadata} if self.init_metadata else {})})
         finally:
             if self.ema is not None:
                 self.ema.swap(self.model)
@@ -366,6 +368,37 @@ class Trainer:
                 for k, v in row.items():
                     if k != "epoch" and isinstance(v, (int, float)):
                         tb.add_scalar(k, v, self.epoch)
+
+
+def _init_weights(model, source: str) -> dict:
+    """Load the weights of the potential ``source`` (a file or a shipped name) into ``model``,
+    whose model and config must be the same; return what the new potential records of it."""
+    from ase_so3.potentials.serialization import PotentialFileError, read_potential_file
+    path = Path(source)
+    if not path.is_file():
+        from ase_so3.pretrained import list_potentials, potential_path
+        if source not in list_potentials():
+            raise PotentialFileError(
+                f"init_from={source!r} is neither a potential file nor a shipped potential "
+                f"(shipped: {', '.join(list_potentials())})")
+        path = potential_path(source)
+    payload = read_potential_file(path)
+    ours = model.config.to_dict()
+    theirs = payload["config"]
+    diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if payload["model"] != model.name or diff:
+        raise PotentialFileError(
+            f"init_from={source!r} holds a '{payload['model']}' model that differs from the one "
+            f"to train ('{model.name}'; differing config keys: {diff}). Fine-tuning starts from "
+            "the same architecture: copy its model_config (species, cutoff, avg_num_neighbors "
+            "included) into the training config")
+    model.load_state_dict(payload["state_dict"], strict=True)
+    meta = payload.get("metadata", {})
+    keep = ("ase_so3_version", "training_data", "epochs", "best_val_forces_mae_meV_per_A",
+            "training_time_s", "init_from")
+    return {"source": str(source), "checksum": payload.get("checksum"),
+            **{k: meta[k] for k in keep if k in meta},
+            **({"train_config": meta["train_config"]} if "train_config" in meta else {})}
 
 
 def _to(d: dict, device) -> dict:
