@@ -3,7 +3,7 @@
 Units everywhere: eV, Å, eV/Å, eV/Å^3.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 from ase_so3.allocator import use_huge_pages  # noqa: E402
 

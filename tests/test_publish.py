@@ -3,6 +3,8 @@ takes from a learning-benchmark result, and the README table built from the card
 
 import json
 
+import pytest
+
 from ase_so3.pretrained import publish as pub
 from ase_so3.pretrained import table
 from ase_so3.training.trainer import Trainer
@@ -101,5 +103,35 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     f = card["test_errors"]["forces_mae_meV_per_A"]
     assert f"| {f:.1f} | 0.4 / 2.1 | 3.3 / 12.5 | 4.2: not met" in row and "| 1 epochs" in row
     e = card["test_errors"]["energy_mae_meV"]
-    assert (f"| ethanol | {e:.1f} / {f:.1f} | — | — | 0.4 / 2.1 | 3.3 / 12.5 (60 min) |"
+    minutes = card["training"]["wall_time_s"] / 60
+    assert (f"| ethanol | {e:.1f} / {f:.1f} | — | — | {e:.1f} / {f:.1f} ({minutes:.0f} min) | "
+            "0.4 / 2.1 | 3.3 / 12.5 (60 min) |" in table.by_molecule())
+
+    # fine-tuned from it: the card keeps the first run's record and measures the new potential
+    from ase_so3.pretrained import finetuned
+    monkeypatch.setattr(finetuned, "HERE", tmp_path / "pkg")
+    tuned = tmp_path / "tuned"
+    Trainer(_cfg(small_h5, tuned, max_epochs=2, lr=1e-3,
+                 init_from=str(tmp_path / "pkg" / "escn-test-ethanol.pt"))).fit(log=lambda *_: None)
+    with pytest.raises(SystemExit, match="records 1 earlier stage"):
+        finetuned.finetuned_card("escn-test-ethanol", [], tuned / "potential.pt", small_h5,
+                                 "ethanol", "ase-so3 train y", "gpu")
+    new = finetuned.finetuned_card("escn-test-ethanol", [tuned], tuned / "potential.pt", small_h5,
+                                   "ethanol", "ase-so3 train y", "a GPU", "2026-12-04", "def5678",
+                                   plot_dir=tmp_path / "plots2")
+    first, second = new["training"]["stages"]
+    assert first["test_errors"] == card["test_errors"] and first["command"] == "ase-so3 train x"
+    assert second["epochs"] == 2 and second["lr"] == 1e-3 and second["hardware"] == "a GPU"
+    assert new["training"]["epochs"] == 3 and new["command"] == "ase-so3 train y"
+    assert new["test_errors"] != card["test_errors"] and new["version"]["commit"] == "def5678"
+    assert new["mace_same_budget"]["compares_with"] == "stage 1"
+    assert new["target"]["met"] == (new["test_errors"]["forces_mae_meV_per_A"] <= 4.2)
+    assert (tmp_path / "pkg" / "escn-test-ethanol.pt").read_bytes() == \
+        (tuned / "potential.pt").read_bytes()
+    assert (tmp_path / "plots2" / "escn-test-ethanol_parity.png").stat().st_size > 1000
+    e2, f2 = new["test_errors"]["energy_mae_meV"], new["test_errors"]["forces_mae_meV_per_A"]
+    assert (f"| ethanol | {e2:.1f} / {f2:.1f} | — | — | {e:.1f} / {f:.1f} ({minutes:.0f} min) |"
             in table.by_molecule())
+    with pytest.raises(SystemExit, match="already describes a fine-tuned"):
+        finetuned.finetuned_card("escn-test-ethanol", [tuned], tuned / "potential.pt", small_h5,
+                                 "ethanol", "z", "gpu")

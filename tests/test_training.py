@@ -303,3 +303,29 @@ def test_snapshot_is_what_a_run_of_that_budget_ships(ethanol_h5, tmp_path, monke
         assert torch.equal(a, b), k
     assert snap.metadata["epochs"] == shipped.metadata["epochs"] <= 2
     assert not (tmp_path / "long" / "potential_3min.pt").exists()
+
+
+def test_init_from_starts_at_the_given_weights_and_refuses_another_model(ethanol_h5, tmp_path):
+    from ase_so3.loading import load_potential
+    from ase_so3.potentials.serialization import PotentialFileError
+    first = Trainer(_cfg(ethanol_h5, tmp_path / "a", max_epochs=2))
+    first.fit(log=lambda *_: None)
+    source = tmp_path / "a" / "potential.pt"
+    trained = load_potential(source).state_dict()
+    tuned = Trainer(_cfg(ethanol_h5, tmp_path / "b", init_from=str(source), seed=5))
+    start = tuned.model.state_dict()
+    assert set(start) == set(trained)
+    for key in trained:  # the first trainer's exported weights, not seed 5's initialisation
+        assert torch.equal(start[key].cpu(), trained[key]), key
+    fresh = Trainer(_cfg(ethanol_h5, tmp_path / "c", seed=5)).model.state_dict()
+    assert any(not torch.equal(fresh[k], trained[k]) for k in trained)
+    # the new potential records where it started
+    tuned.cfg = _cfg(ethanol_h5, tmp_path / "b", init_from=str(source), seed=5, max_epochs=1)
+    tuned.fit(log=lambda *_: None)
+    meta = load_potential(tmp_path / "b" / "potential.pt").metadata
+    assert meta["init_from"]["source"] == str(source) and meta["init_from"]["epochs"] == 2
+    other = dict(TINY, channels=6)
+    with pytest.raises(PotentialFileError, match="channels"):
+        Trainer(_cfg(ethanol_h5, tmp_path / "d", model_config=other, init_from=str(source)))
+    with pytest.raises(PotentialFileError, match="neither a potential file nor a shipped"):
+        Trainer(_cfg(ethanol_h5, tmp_path / "e", init_from="no-such-potential"))
