@@ -45,6 +45,12 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     # the report names the exact command, also when rebuilt with --report-only
     assert main(["--output", str(out), "--report-only"]) == 0
     assert f"ase-so3 benchmark attention {' '.join(argv)}\n" in (out / "report.md").read_text()
+    # a run folder that kept only result.json still counts; its curve is left out of the plot
+    (out / "runs" / run_name("ethanol", 2.0, "mixed", 1) / "metrics.csv").unlink()
+    (out / "learning_curves.png").unlink()
+    assert main(["--output", str(out), "--report-only"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 6
+    assert (out / "learning_curves.png").is_file()
 
 
 @pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")

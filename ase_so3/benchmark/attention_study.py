@@ -139,7 +139,10 @@ def run(args) -> Path:
     return write_report(out, command=args.command)
 
 
-def _curve(work: Path) -> tuple[np.ndarray, np.ndarray]:
+def _curve(work: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's validation force MAE against minutes (None where its metrics.csv is gone)."""
+    if not (work / "metrics.csv").is_file():
+        return None
     with open(work / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     return (np.array([float(r["elapsed_s"]) for r in rows]) / 60,
@@ -251,17 +254,25 @@ def _plot(out: Path, groups: dict) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colours = dict(zip(SETTINGS, ("C0", "C1", "C2")))
     for ax, (mol, arch, rc) in zip(axes[0], panels):
+        missing = 0
         for setting in SETTINGS:
-            for k, r in enumerate(groups.get((mol, arch, rc, setting), [])):
-                work = out / "runs" / run_name(mol, rc, setting, r["seed"], arch)
-                t, f = _curve(work)
-                ax.plot(t, f, color=colours[setting], lw=1, alpha=0.8, marker="o", ms=2,
-                        label=setting if k == 0 else None)
+            labelled = False
+            for r in groups.get((mol, arch, rc, setting), []):
+                curve = _curve(out / "runs" / run_name(mol, rc, setting, r["seed"], arch))
+                if curve is None:
+                    missing += 1
+                    continue
+                ax.plot(*curve, color=colours[setting], lw=1, alpha=0.8, marker="o", ms=2,
+                        label=None if labelled else setting)
+                labelled = True
         ax.set_yscale("log")
         ax.set_xlabel("training time (min, one CPU thread)")
         ax.set_ylabel("validation force MAE (meV/Å)")
-        ax.set_title(f"{mol}, {arch} model, {rc:g} Å graph", fontsize=10)
-        ax.legend(fontsize=8, title="distance feature", title_fontsize=8)
+        ax.set_title(f"{mol}, {arch} model, {rc:g} Å graph"
+                     + (f"\n({missing} runs without metrics.csv not drawn)" if missing else ""),
+                     fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, title="distance feature", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=110)
     plt.close(fig)
