@@ -46,6 +46,18 @@ def test_replicas_run_and_resume_exactly(data, tmp_path):
     b = np.load(tmp_path / "part" / "state.npz")
     assert np.array_equal(a["positions"], b["positions"]) and np.array_equal(a["v"], b["v"])
     assert resumed["h"] == full["h"]
+    import ase_so3
+    assert resumed["ase_so3_version"] == ase_so3.__version__
+    assert resumed["potential_checksum"] == st.potential_identity("escn-rmd17-ethanol")["potential_checksum"]
+    # other weights under the same name do not continue this run
+    state = dict(np.load(tmp_path / "part" / "state.npz"))
+    meta = json.loads(str(state["meta"]))
+    meta["potential_checksum"] = "not-these-weights"
+    state["meta"] = json.dumps(meta)
+    with open(tmp_path / "part" / "state.npz", "wb") as f:
+        np.savez(f, **state)
+    with pytest.raises(SystemExit, match="checksum not-these-weights"):
+        st.run(args, log=lambda *_: None)
 
 
 def test_a_bond_breaking_run_is_caught_and_frozen(data, tmp_path):
@@ -57,7 +69,9 @@ def test_a_bond_breaking_run_is_caught_and_frozen(data, tmp_path):
 def test_report_table_and_plot(data, tmp_path):
     st.run(_args(data, tmp_path / "runs" / "escn"), log=lambda *_: None)
     md = st.write_report(tmp_path / "report", [tmp_path / "runs" / "escn"]).read_text()
-    assert "| escn | `escn-rmd17-ethanol` | 500 | 2 | 0.02 | 0.02, 0.02 | 0 |" in md
+    import ase_so3
+    assert (f"| escn | `escn-rmd17-ethanol` | {ase_so3.__version__} | 500 | 2 | 0.02 | 0.02, 0.02 | 0 |"
+            in md)
     assert (tmp_path / "report" / "stability_hr.png").stat().st_size > 1000
     assert (tmp_path / "report" / "stability_time.png").stat().st_size > 1000
     json.loads((tmp_path / "runs" / "escn" / "stability.json").read_text())

@@ -131,6 +131,7 @@ def run(args, log=print) -> dict:
     for a in images:
         a.calc = None
     calc = SO3Calculator(args.potential, device=args.device, dtype=args.dtype)
+    identity = potential_identity(args.potential)
     dyn = BatchedLangevin(calc, images, args.temperature, args.timestep, args.friction, args.seed)
     bonds = [bonds_of(a) for a in images]
     steps_total = int(round(args.ps * 1000 / args.timestep))
@@ -143,6 +144,12 @@ def run(args, log=print) -> dict:
     if args.resume and state_path.is_file():
         saved = np.load(state_path, allow_pickle=False)
         meta = json.loads(str(saved["meta"]))
+        if meta.get("potential_checksum") not in (None, identity["potential_checksum"]):
+            raise SystemExit(
+                f"{state_path} was written by a run of a potential with checksum "
+                f"{meta['potential_checksum']}, but {args.potential} now has checksum "
+                f"{identity['potential_checksum']} (other weights under the same name?). Give a "
+                "new --output, or remove state.npz to start again")
         dyn.restore({"positions": list(saved["positions"]), "v": list(saved["v"]),
                      "active": saved["active"], "rng": meta["rng"]})
         step, collapse, reasons = meta["step"], meta["collapse"], meta["reasons"]
@@ -170,12 +177,13 @@ def run(args, log=print) -> dict:
             elif step % sample == 0:
                 hist[i] += distance_histogram(pos)
         if step % check == 0 or step == steps_total or not dyn.active.any():
-            _save_state(state_path, dyn, step, collapse, reasons, hist)
+            _save_state(state_path, dyn, step, collapse, reasons, hist, identity)
             log(f"{step * args.timestep / 1000:g} ps, {int(dyn.active.sum())} of {len(images)} "
                 "replicas intact")
     h_ref = reference_histogram(args.data, args.reference_split)
     stable = [c if c is not None else step * args.timestep / 1000 for c in collapse]
-    result = {"potential": str(args.potential), "data": str(args.data), "start_indices": starts,
+    result = {"potential": str(args.potential), **identity, "data": str(args.data),
+              "start_indices": starts,
               "temperature_K": args.temperature, "timestep_fs": args.timestep,
               "max_ps": args.ps, "stable_ps": stable, "collapsed": [c is not None for c in collapse],
               "reasons": reasons, "hr_mae": [hr_mae(h, h_ref) if h.sum() else None for h in hist],
@@ -187,9 +195,23 @@ def run(args, log=print) -> dict:
     return result
 
 
-def _save_state(path: Path, dyn: BatchedLangevin, step, collapse, reasons, hist) -> None:
+def potential_identity(potential) -> dict:
+    """Which weights ran: the potential file's checksum and the ase_so3 release running it (a
+    shipped name points to other weights in another release)."""
+    import ase_so3
+    from ase_so3.potentials.serialization import read_potential_file
+    path = Path(potential)
+    if not path.is_file():
+        from ase_so3.pretrained import potential_path
+        path = potential_path(str(potential))
+    return {"potential_checksum": read_potential_file(path).get("checksum"),
+            "ase_so3_version": ase_so3.__version__}
+
+
+def _save_state(path: Path, dyn: BatchedLangevin, step, collapse, reasons, hist,
+                identity: dict) -> None:
     meta = {"step": step, "collapse": collapse, "reasons": reasons,
-            "rng": dyn.rng.bit_generator.state}
+            "rng": dyn.rng.bit_generator.state, **identity}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, positions=np.stack([a.positions for a in dyn.images]),
@@ -203,13 +225,13 @@ def write_report(output, folders) -> Path:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = {Path(f).name: json.loads((Path(f) / "stability.json").read_text()) for f in folders}
-    lines = ["| run | potential | T (K) | replicas | ps each | stable ps (each) | collapsed | "
-             "h(r) MAE | steps/s (all replicas) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | potential | release | T (K) | replicas | ps each | stable ps (each) | "
+             "collapsed | h(r) MAE | steps/s (all replicas) |", "|---" * 10 + "|"]
     for name, r in runs.items():
         speed = r["steps_per_s_batch"]
         stable = ", ".join(f"{t:g}" for t in r["stable_ps"])
         temperature = r.get("temperature_K")
-        lines.append(f"| {name} | `{r['potential']}` | "
+        lines.append(f"| {name} | `{r['potential']}` | {r.get('ase_so3_version', '-')} | "
                      f"{'-' if temperature is None else format(temperature, 'g')} | "
                      f"{len(r['stable_ps'])} | {r['max_ps']:g} | "
                      f"{stable} | {sum(r['collapsed'])} | {r['hr_mae_all']:.3f} | "
