@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
-from ase_so3.io_utils import atomic_path
 from ase_so3.pretrained import HERE
 
 
@@ -41,11 +39,9 @@ def _chain(meta: dict) -> list[dict]:
 def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, molecule: str,
                    command: str, hardware: str, date: str = "", commit: str = "",
                    plot_dir: Path | None = None) -> dict:
-    import tempfile
-
     import ase_so3
     from ase_so3.loading import load_potential
-    from ase_so3.training.evaluate import evaluate_potential
+    from ase_so3.pretrained.publish import measure, ship
     from ase_so3.training.logs import read_history
     base = json.loads((HERE / f"{name}.json").read_text())
     if "stages" in base["training"]:
@@ -56,13 +52,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
     if len(chain) != len(stages):
         raise SystemExit(f"{potential} records {len(chain)} earlier stage(s) (init_from) but "
                          f"{len(stages)} --stage folder(s) were given")
-    with tempfile.TemporaryDirectory() as tmp:
-        full = evaluate_potential(model, data, split="test", output=tmp,
-                                  title=f"{name}: all {molecule} test structures")
-        if plot_dir is not None:
-            with atomic_path(Path(plot_dir) / f"{name}_parity.png") as dest:
-                shutil.copyfile(full["parity_plot"], dest)
-    first100 = evaluate_potential(model, data, split="test", limit=100)
+    full, first100 = measure(model, data, name, molecule, plot_dir)
     first = {"stage": "from scratch", **base["training"], "command": base["command"],
              "version": base["version"], "test_errors": base["test_errors"]}
     records = [first]
@@ -85,8 +75,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
         "best_val_forces_mae_meV_per_A": model.metadata.get("best_val_forces_mae_meV_per_A"),
         "stages": records}
     card["command"] = command
-    card["test_errors"] = {k: v for k, v in full.items() if k not in ("num_structures",
-                                                                        "parity_plot")}
+    card["test_errors"] = {k: v for k, v in full.items() if k != "num_structures"}
     card["test_errors_first100"] = {k: v for k, v in first100.items() if k != "num_structures"}
     if base.get("target"):
         target = dict(base["target"])
@@ -96,10 +85,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
         card["target"] = target
     if base.get("mace_same_budget"):
         card["mace_same_budget"] = dict(base["mace_same_budget"], compares_with="stage 1")
-    with atomic_path(HERE / f"{name}.pt") as tmp:
-        shutil.copyfile(potential, tmp)
-    with atomic_path(HERE / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    ship(HERE, name, potential, card)
     return card
 
 

@@ -162,23 +162,13 @@ def mace_at_budget(results: Path, molecule: str, budget_minutes: float) -> dict 
 def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardware: str,
             date: str = "", commit: str = "", learning_results: Path | None = None,
             budget_minutes: float | None = None, plot_dir: Path | None = None) -> dict:
-    import tempfile
-
     import ase_so3
     from ase_so3.loading import load_potential
-    from ase_so3.training.evaluate import evaluate_potential
     from ase_so3.training.hdf5 import HDF5Dataset
     from ase_so3.training.logs import read_history
     potential = run / "potential.pt"
     model = load_potential(potential)
-    with tempfile.TemporaryDirectory() as tmp:
-        full = evaluate_potential(model, data, split="test", output=tmp,
-                                  title=f"{name}: all {molecule} test structures")
-        if plot_dir is not None and full.get("parity_plot"):
-            with atomic_path(Path(plot_dir) / f"{name}_parity.png") as dest:
-                shutil.copyfile(full["parity_plot"], dest)
-    full.pop("parity_plot", None)
-    first100 = evaluate_potential(model, data, split="test", limit=100)
+    full, first100 = measure(model, data, name, molecule, plot_dir)
     history = read_history(run)
     ds = HDF5Dataset(data)
     provenance = ds.provenance
@@ -211,11 +201,32 @@ def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardw
         card["target"] = target
     if learning_results is not None and budget_minutes is not None:
         card["mace_same_budget"] = mace_at_budget(learning_results, molecule, budget_minutes)
-    with atomic_path(HERE / f"{name}.pt") as tmp:
-        shutil.copyfile(potential, tmp)
-    with atomic_path(HERE / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    ship(HERE, name, potential, card)
     return card
+
+
+def measure(model, data, name: str, molecule: str, plot_dir=None) -> tuple[dict, dict]:
+    """Test errors on the whole test split and on its first 100 structures (what the test suite
+    re-measures); with ``plot_dir`` also the parity plot ``NAME_parity.png`` there."""
+    import tempfile
+
+    from ase_so3.training.evaluate import evaluate_potential
+    with tempfile.TemporaryDirectory() as tmp:
+        full = evaluate_potential(model, data, split="test", output=tmp,
+                                  title=f"{name}: all {molecule} test structures")
+        if plot_dir is not None and full.get("parity_plot"):
+            with atomic_path(Path(plot_dir) / f"{name}_parity.png") as dest:
+                shutil.copyfile(full["parity_plot"], dest)
+    full.pop("parity_plot", None)
+    return full, evaluate_potential(model, data, split="test", limit=100)
+
+
+def ship(here: Path, name: str, potential: Path, card: dict) -> None:
+    """Copy ``potential`` into the package as ``NAME.pt`` beside its card ``NAME.json``."""
+    with atomic_path(Path(here) / f"{name}.pt") as tmp:
+        shutil.copyfile(potential, tmp)
+    with atomic_path(Path(here) / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv=None) -> int:
