@@ -75,3 +75,12 @@ def test_report_table_and_plot(data, tmp_path):
     assert (tmp_path / "report" / "stability_hr.png").stat().st_size > 1000
     assert (tmp_path / "report" / "stability_time.png").stat().st_size > 1000
     json.loads((tmp_path / "runs" / "escn" / "stability.json").read_text())
+    # the same run of another release beside it: two rows, told apart by the release
+    old = json.loads((tmp_path / "runs" / "escn" / "stability.json").read_text())
+    old["ase_so3_version"] = "0.0.1"
+    (tmp_path / "old" / "escn").mkdir(parents=True)
+    (tmp_path / "old" / "escn" / "stability.json").write_text(json.dumps(old))
+    md = st.write_report(tmp_path / "report", [tmp_path / "runs" / "escn",
+                                               tmp_path / "old" / "escn"]).read_text()
+    assert "| escn | `escn-rmd17-ethanol` |" in md
+    assert "| escn (0.0.1) | `escn-rmd17-ethanol` | 0.0.1 |" in md

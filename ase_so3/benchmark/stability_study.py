@@ -224,7 +224,13 @@ def write_report(output, folders) -> Path:
     ``stability_time.png`` (stable time of every replica, a row per run)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    runs = {Path(f).name: json.loads((Path(f) / "stability.json").read_text()) for f in folders}
+    runs: dict[str, dict] = {}
+    for f in folders:
+        r = json.loads((Path(f) / "stability.json").read_text())
+        name = Path(f).name  # the same run name from two releases: both, told apart
+        if name in runs:
+            name = f"{name} ({r.get('ase_so3_version') or Path(f).parent.name})"
+        runs[name] = r
     lines = ["| run | potential | release | T (K) | replicas | ps each | stable ps (each) | "
              "collapsed | h(r) MAE | steps/s (all replicas) |", "|---" * 10 + "|"]
     for name, r in runs.items():
