@@ -51,6 +51,12 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert main(["--output", str(out), "--report-only"]) == 0
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 6
     assert (out / "learning_curves.png").is_file()
+    for r in res["runs"]:  # no curve left: no plot, the report still written
+        (out / "runs" / run_name("ethanol", 2.0, r["setting"], r["seed"]) / "metrics.csv").unlink(missing_ok=True)
+    (out / "learning_curves.png").unlink()
+    assert main(["--output", str(out), "--report-only"]) == 0
+    assert not (out / "learning_curves.png").exists()
+    assert "learning_curves.png" not in (out / "report.md").read_text()
 
 
 @pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")

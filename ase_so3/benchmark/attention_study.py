@@ -248,7 +248,11 @@ def _plot(out: Path, groups: dict) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    panels = sorted({k[:3] for k in groups})
+    def drawable(key, r):
+        mol, arch, rc, setting = key
+        return (out / "runs" / run_name(mol, rc, setting, r["seed"], arch) / "metrics.csv").is_file()
+    # a panel per (molecule, architecture, cutoff) with at least one curve kept
+    panels = sorted({k[:3] for k, rs in groups.items() if any(drawable(k, r) for r in rs)})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
