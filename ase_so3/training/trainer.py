@@ -383,9 +383,14 @@ def _init_weights(model, source: str) -> dict:
                 f"(shipped: {', '.join(list_potentials())})")
         path = potential_path(source)
     payload = read_potential_file(path)
+    import dataclasses
     ours = model.config.to_dict()
     theirs = payload["config"]
-    diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    # a file older than an option has that option's default (old files keep loading)
+    default = {f.name: f.default for f in dataclasses.fields(model.config)
+               if f.default is not dataclasses.MISSING}
+    diff = sorted(k for k in set(ours) | set(theirs)
+                  if ours.get(k) != theirs.get(k, default.get(k)))
     if payload["model"] != model.name or diff:
         raise PotentialFileError(
             f"init_from={source!r} holds a '{payload['model']}' model that differs from the one "
