@@ -248,11 +248,11 @@ def _plot(out: Path, groups: dict) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    def drawable(key, r):
-        mol, arch, rc, setting = key
-        return (out / "runs" / run_name(mol, rc, setting, r["seed"], arch) / "metrics.csv").is_file()
+    # each run's curve, read once (None where its metrics.csv is gone)
+    curves = {(k, r["seed"]): _curve(out / "runs" / run_name(k[0], k[2], k[3], r["seed"], k[1]))
+              for k, rs in groups.items() for r in rs}
     # a panel per (molecule, architecture, cutoff) with at least one curve kept
-    panels = sorted({k[:3] for k, rs in groups.items() if any(drawable(k, r) for r in rs)})
+    panels = sorted({k[:3] for (k, _), c in curves.items() if c is not None})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -262,7 +262,7 @@ def _plot(out: Path, groups: dict) -> str | None:
         for setting in SETTINGS:
             labelled = False
             for r in groups.get((mol, arch, rc, setting), []):
-                curve = _curve(out / "runs" / run_name(mol, rc, setting, r["seed"], arch))
+                curve = curves[((mol, arch, rc, setting), r["seed"])]
                 if curve is None:
                     missing += 1
                     continue
