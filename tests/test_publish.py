@@ -132,6 +132,19 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     e2, f2 = new["test_errors"]["energy_mae_meV"], new["test_errors"]["forces_mae_meV_per_A"]
     assert (f"| ethanol | {e2:.1f} / {f2:.1f} | — | — | {e:.1f} / {f:.1f} ({minutes:.0f} min) |"
             in table.by_molecule())
+    # MACE runs recorded later reach a fine-tuned card as a comparison with its first stage
+    later = json.loads(json.dumps(LEARNING))
+    later["molecules"]["ethanol"]["escn"]["test"]["15"] = {
+        "forces_mae_meV_per_A": 14.0, "energy_mae_offset_free_meV": 2.0, "parameters": 200000}
+    later["molecules"]["ethanol"]["mace-64x1o"]["test"]["60"]["forces_mae_meV_per_A"] = 11.0
+    results.write_text(json.dumps(later))
+    again = pub.reproject("escn-test-ethanol", results, "ethanol", "escn")
+    assert first["time_budget_minutes"] == 60
+    assert again["mace_same_budget"]["forces_mae_meV_per_A"] == 11.0
+    assert again["mace_same_budget"]["compares_with"] == "stage 1"
+    assert again["target"]["projection"].endswith(pub.FROM_SCRATCH_NOTE)
+    assert "15 and 60-minute budgets" in again["target"]["projection"]
+    assert again["target"]["met"] == (f2 <= 4.2) and again["test_errors"] == new["test_errors"]
     with pytest.raises(SystemExit, match="already describes a fine-tuned"):
         finetuned.finetuned_card("escn-test-ethanol", [tuned], tuned / "potential.pt", small_h5,
                                  "ethanol", "z", "gpu")

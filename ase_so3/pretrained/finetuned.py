@@ -41,7 +41,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
                    plot_dir: Path | None = None) -> dict:
     import ase_so3
     from ase_so3.loading import load_potential
-    from ase_so3.pretrained.publish import measure, ship
+    from ase_so3.pretrained.publish import FROM_SCRATCH_NOTE, measure, ship
     from ase_so3.training.logs import read_history
     base = json.loads((HERE / f"{name}.json").read_text())
     if "stages" in base["training"]:
@@ -53,7 +53,10 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
         raise SystemExit(f"{potential} records {len(chain)} earlier stage(s) (init_from) but "
                          f"{len(stages)} --stage folder(s) were given")
     full, first100 = measure(model, data, name, molecule, plot_dir)
-    first = {"stage": "from scratch", **base["training"], "command": base["command"],
+    budget = (base.get("hyperparameters", {}).get("time_budget_minutes")
+              or (base.get("mace_same_budget") or {}).get("budget_minutes"))
+    first = {"stage": "from scratch", **base["training"], "time_budget_minutes": budget,
+             "command": base["command"],
              "version": base["version"], "test_errors": base["test_errors"]}
     records = [first]
     for i, folder in enumerate(stages):
@@ -80,8 +83,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
     if base.get("target"):
         target = dict(base["target"])
         target["met"] = card["test_errors"]["forces_mae_meV_per_A"] <= target["forces_mae_meV_per_A"]
-        target["projection"] += (" (of the from-scratch CPU recipe, stage 1; fine-tuning is "
-                                 "not part of it)")
+        target["projection"] += FROM_SCRATCH_NOTE
         card["target"] = target
     if base.get("mace_same_budget"):
         card["mace_same_budget"] = dict(base["mace_same_budget"], compares_with="stage 1")

@@ -119,6 +119,9 @@ def target_entry(model: str, molecule: str, f_test: float, history: list[dict],
     return entry
 
 
+FROM_SCRATCH_NOTE = " (of the from-scratch CPU recipe, stage 1; fine-tuning is not part of it)"
+
+
 def reproject(name: str, learning_results: Path, molecule: str, unit_name: str) -> dict:
     """Recompute the ``target`` of a shipped card from the runs at several budgets of the unit
     ``unit_name`` of ``learning_results`` (the learning benchmark's record of its training), and
@@ -131,11 +134,17 @@ def reproject(name: str, learning_results: Path, molecule: str, unit_name: str) 
                          "a projection needs two (run it with --snapshot-minutes)")
     entry = target_entry(card["model"], molecule, card["test_errors"]["forces_mae_meV_per_A"],
                          [], unit)
+    # a fine-tuned card: the projection and MACE compare the from-scratch run, stage 1
+    stages = card.get("training", {}).get("stages")
     if entry is not None:
+        if stages:
+            entry["projection"] += FROM_SCRATCH_NOTE
         card["target"] = entry
-    budget = card.get("hyperparameters", {}).get("time_budget_minutes")
+    budget = (stages[0].get("time_budget_minutes") if stages
+              else card.get("hyperparameters", {}).get("time_budget_minutes"))
     if budget is not None:
-        card["mace_same_budget"] = mace_at_budget(learning_results, molecule, budget)
+        same = mace_at_budget(learning_results, molecule, budget)
+        card["mace_same_budget"] = dict(same, compares_with="stage 1") if same and stages else same
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
