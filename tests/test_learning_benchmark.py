@@ -68,6 +68,15 @@ def test_budget_table_takes_the_best_mace_at_each_budget(tmp_path):
     text = write_learning_report(tmp_path).read_text()
     assert "| 60 | escn | 10 | 6 | 3.0 | 1.00 | 12.00 | 15.60 | 1.50 |" in text
     assert (tmp_path / "learning_ethanol.png").stat().st_size > 1000
+    assert text.count("Machine: None, None;") == 1
+    # a model trained later on another machine says so; the others keep the molecule's record
+    models["mace-b"]["environment"] = {"platform": "vm-2", "ase_so3": "0.2.1"}
+    (tmp_path / "results.json").write_text(json.dumps({
+        "molecules": {"ethanol": models},
+        "environment": {"ethanol": {"platform": "vm-1", "ase_so3": "0.2.0"}}}))
+    text = write_learning_report(tmp_path).read_text()
+    assert "Machine for mace-a, escn: None, vm-1; torch None" in text and "ase_so3 0.2.0" in text
+    assert "Machine for mace-b: None, vm-2;" in text and "Machine:" not in text
 
 
 @pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
@@ -93,6 +102,7 @@ def test_end_to_end_for_a_model_of_ours(tmp_path):
         for errors in units[name]["test"].values():
             assert np.isfinite(errors["forces_mae_meV_per_A"]) and errors["test_structures"] == 4
     assert len(units["tiny"]["curve"]) == 2 and units["tiny"]["epochs"] == 2
+    assert units["tiny"]["environment"]["threads"] == 1
     assert "snapshot_runs" not in units["tiny"]
     long, short = units["annealed"], units["annealed"]["snapshot_runs"]["0.01"]
     assert "time_budget_minutes=0.01" in short["command"]

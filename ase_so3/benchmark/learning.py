@@ -197,7 +197,9 @@ def run(args, log=print) -> Path:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     res = Results(out / "results.json", resume=args.resume)
-    res.put(environment(args.threads), "environment", args.molecule)
+    env = environment(args.threads)
+    if res.get("environment", args.molecule) is None:  # the molecule's first run; each unit keeps its own
+        res.put(env, "environment", args.molecule)
     res.put({"budget_minutes": args.budget_minutes, "snapshot_minutes": args.snapshot_minutes,
              "threads": args.threads}, "settings", args.molecule)
     h5 = prepare_data(args, args.molecule, out)
@@ -213,6 +215,7 @@ def run(args, log=print) -> Path:
         unit = (_train_ours(spec, h5, work, args, say) if spec["kind"] == "ours"
                 else _train_mace(name, spec, h5, work, args, say))
         unit["wall_seconds"] = time.perf_counter() - start
+        unit["environment"] = env
         test = test or _test_set(h5, args.test_limit)
         kind = unit["kind"]
         unit["test"] = {f"{args.budget_minutes:g}": test_errors(

@@ -67,6 +67,23 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _machine(env: dict) -> str:
+    return (f"{env.get('processor')}, {env.get('platform')}; torch {env.get('torch')}, e3nn "
+            f"{env.get('e3nn')}, mace {env.get('mace')}, ase_so3 {env.get('ase_so3')}")
+
+
+def _machines(default: dict, models: dict, threads) -> list[str]:
+    """One "Machine:" line, or one per machine where the models of a molecule ran on several
+    (a unit without its own record ran where the molecule's first run did)."""
+    groups: dict[str, list[str]] = {}
+    for name, unit in models.items():
+        groups.setdefault(_machine(unit.get("environment") or default), []).append(name)
+    if len(groups) <= 1:
+        return [f"Machine: {next(iter(groups), _machine(default))}; {threads} thread(s) per model."]
+    return [f"Machine for {', '.join(names)}: {machine}; {threads} thread(s) per model."
+            for machine, names in groups.items()]
+
+
 def write_learning_report(out) -> Path:
     out = Path(out)
     data = json.loads((out / "results.json").read_text())
@@ -75,12 +92,11 @@ def write_learning_report(out) -> Path:
              "offset-free (the mean test error removed, for every model alike; raw in "
              "results.json). Ratio: test force MAE over the best MACE's at the same budget.", ""]
     for molecule, models in sorted(data.get("molecules", {}).items()):
-        env = data.get("environment", {}).get(molecule, {})
         settings = data.get("settings", {}).get(molecule, {})
-        lines += [f"## {molecule}", "",
-                  f"Machine: {env.get('processor')}, {env.get('platform')}; torch "
-                  f"{env.get('torch')}, e3nn {env.get('e3nn')}, mace {env.get('mace')}, ase_so3 "
-                  f"{env.get('ase_so3')}; {settings.get('threads')} thread(s) per model.", "",
+        lines += [f"## {molecule}", ""]
+        lines += _machines(data.get("environment", {}).get(molecule, {}), models,
+                           settings.get("threads"))
+        lines += ["",
                   "| budget (min) | model | parameters | epochs | structures/s | E MAE (meV) | "
                   "F MAE (meV/Å) | F RMSE (meV/Å) | F MAE / best MACE |", "|---" * 9 + "|"]
         for r in budget_table(models):
