@@ -164,7 +164,7 @@ def mace_at_budget(results: Path, molecule: str, budget_minutes: float) -> dict 
             "epochs": best["epochs"], "parameters": best["parameters"],
             "energy_mae_offset_free_meV": best["energy_mae_offset_free_meV"],
             "forces_mae_meV_per_A": best["forces_mae_meV_per_A"],
-            "source": "ase-so3 benchmark learning, same split, machine and thread count "
+            "source": "ase-so3 benchmark learning, same split, VM class and thread count "
                       "(docs/learning.md)"}
 
 
