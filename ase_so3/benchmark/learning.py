@@ -198,7 +198,8 @@ def run(args, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     res = Results(out / "results.json", resume=args.resume)
     env = environment(args.threads)
-    if res.get("environment", args.molecule) is None:  # the molecule's first run; each unit keeps its own
+    # the molecule's record is its first run's machine; each unit keeps its own as well
+    if res.get("environment", args.molecule) is None:
         res.put(env, "environment", args.molecule)
     res.put({"budget_minutes": args.budget_minutes, "snapshot_minutes": args.snapshot_minutes,
              "threads": args.threads}, "settings", args.molecule)
