@@ -10,6 +10,7 @@ Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -383,7 +384,6 @@ def _init_weights(model, source: str) -> dict:
                 f"(shipped: {', '.join(list_potentials())})")
         path = potential_path(source)
     payload = read_potential_file(path)
-    import dataclasses
     ours = model.config.to_dict()
     theirs = payload["config"]
     # a file older than an option has that option's default (old files keep loading)
