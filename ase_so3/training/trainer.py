@@ -10,7 +10,6 @@ Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculat
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
                                    fit_atomic_energies, species_in)
 from ase_so3.training import logs
 from ase_so3.training.hdf5 import HDF5Dataset
+from ase_so3.training.init_from import init_weights
 from ase_so3.training.metrics import evaluate_graph_set  # noqa: F401  (public here too)
 from ase_so3.training.state import (EMA, CheckpointError, LRSchedule, load_checkpoint, rng_state,
                                     save_checkpoint, set_rng_state, sound_checkpoint_epoch)
@@ -79,7 +79,7 @@ class Trainer:
         self.model = build_potential(cfg.model, **model_kwargs)
         self.model.atomic_energies.copy_(torch.as_tensor(atomic))
         self.model.scale.fill_(self.stats["force_rms"])
-        self.init_metadata = _init_weights(self.model, cfg.init_from) if cfg.init_from else None
+        self.init_metadata = init_weights(self.model, cfg.init_from) if cfg.init_from else None
         self.model.to(device=self.device, dtype=self.dtype)
         self.model_config = self.model.config.to_dict()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -369,41 +369,6 @@ class Trainer:
                 for k, v in row.items():
                     if k != "epoch" and isinstance(v, (int, float)):
                         tb.add_scalar(k, v, self.epoch)
-
-
-def _init_weights(model, source: str) -> dict:
-    """Load the weights of the potential ``source`` (a file or a shipped name) into ``model``,
-    whose model and config must be the same; return what the new potential records of it."""
-    from ase_so3.potentials.serialization import PotentialFileError, read_potential_file
-    path = Path(source)
-    if not path.is_file():
-        from ase_so3.pretrained import list_potentials, potential_path
-        if source not in list_potentials():
-            raise PotentialFileError(
-                f"init_from={source!r} is neither a potential file nor a shipped potential "
-                f"(shipped: {', '.join(list_potentials())})")
-        path = potential_path(source)
-    payload = read_potential_file(path)
-    ours = model.config.to_dict()
-    theirs = payload["config"]
-    # a file older than an option has that option's default (old files keep loading)
-    default = {f.name: f.default for f in dataclasses.fields(model.config)
-               if f.default is not dataclasses.MISSING}
-    diff = sorted(k for k in set(ours) | set(theirs)
-                  if ours.get(k) != theirs.get(k, default.get(k)))
-    if payload["model"] != model.name or diff:
-        raise PotentialFileError(
-            f"init_from={source!r} holds a '{payload['model']}' model that differs from the one "
-            f"to train ('{model.name}'; differing config keys: {diff}). Fine-tuning starts from "
-            "the same architecture: copy its model_config (species, cutoff, avg_num_neighbors "
-            "included) into the training config")
-    model.load_state_dict(payload["state_dict"], strict=True)
-    meta = payload.get("metadata", {})
-    keep = ("ase_so3_version", "training_data", "epochs", "best_val_forces_mae_meV_per_A",
-            "training_time_s", "init_from")
-    return {"source": str(source), "checksum": payload.get("checksum"),
-            **{k: meta[k] for k in keep if k in meta},
-            **({"train_config": meta["train_config"]} if "train_config" in meta else {})}
 
 
 def _to(d: dict, device) -> dict:
