@@ -143,3 +143,37 @@ def test_speed_table_parses_and_measures(tmp_path, capsys):
     assert "error" in rows[1]["result"]  # a failing model is a row, not a crash
     table = capsys.readouterr().out
     assert "| ethanol | 9 | tiny |" in table and "| 1.00 |" in table and "error:" in table
+
+
+def test_mace_splits_put_each_molecule_at_the_origin(tmp_path):
+    """MACE's neighbour list bins a box that grows with the largest coordinate (rMD17 benzene
+    drifts 200 Å from the origin): the exported splits are translated, labels untouched, and a
+    periodic structure stays where it is."""
+    from ase.io import read, write
+
+    from ase_so3.benchmark.mace_backend import centred, export_splits
+    from ase_so3.training.convert import convert_to_hdf5
+    rng = np.random.default_rng(0)
+    images = []
+    for k in range(6):
+        atoms = molecule("ethanol")
+        atoms.positions += [150.0, -80.0, 40.0 * k]
+        atoms.info["REF_energy"] = -10.0 - k
+        atoms.arrays["REF_forces"] = rng.normal(size=(len(atoms), 3))
+        images.append(atoms)
+    write(tmp_path / "far.xyz", images, format="extxyz")
+    convert_to_hdf5([tmp_path / "far.xyz"], tmp_path / "far.h5", n_train=3, n_val=1, n_test=2)
+    counts = export_splits(tmp_path / "far.h5", tmp_path / "xyz", limits={"test": 1})
+    assert counts == {"train": 3, "val": 1, "test": 1}
+    by_energy = {a.info["REF_energy"]: a for a in images}
+    for split in ("train", "val", "test"):
+        for atoms in read(tmp_path / "xyz" / f"{split}.xyz", index=":"):
+            ref = by_energy[atoms.info["REF_energy"]]
+            assert np.allclose(atoms.positions.mean(axis=0), 0.0, atol=1e-6)
+            assert np.allclose(atoms.positions - atoms.positions[0],
+                               ref.positions - ref.positions[0], atol=1e-6)
+            assert np.allclose(atoms.arrays["REF_forces"], ref.arrays["REF_forces"], atol=1e-6)
+    slab = images[0].copy()
+    slab.cell, slab.pbc = [20.0, 20.0, 20.0], [True, True, False]
+    assert np.array_equal(centred(slab).positions, slab.positions)
+    assert centred(images[0]) is not images[0]
