@@ -151,7 +151,8 @@ def test_mace_splits_put_each_molecule_at_the_origin(tmp_path):
     periodic structure stays where it is."""
     from ase.io import read, write
 
-    from ase_so3.benchmark.mace_backend import centred, export_splits
+    from ase_so3.benchmark.mace_backend import export_splits
+    from ase_so3.benchmark.models import centred
     from ase_so3.training.convert import convert_to_hdf5
     rng = np.random.default_rng(0)
     images = []

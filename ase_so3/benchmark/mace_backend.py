@@ -46,26 +46,14 @@ def require_mace() -> None:
             "leave MACE out with --no-mace")
 
 
-def centred(atoms):
-    """A copy of ``atoms``, moved so that the mean of its positions is the origin unless it is
-    periodic in any direction (energies and forces do not change under a translation).
-
-    MACE's neighbour list (``mace.data.neighborhood``) boxes a molecule in a cell of side
-    5 x r_max x (largest |coordinate| + 1): revised-MD17 benzene, whose centre of mass drifts up
-    to 200 Å from the origin, gets a 5000 Å box and minutes of binning per structure."""
-    out = atoms.copy()
-    if not atoms.pbc.any():
-        out.positions = out.positions - out.positions.mean(axis=0)
-    return out
-
-
 def export_splits(h5_path, folder: Path, limits: dict[str, int | None] | None = None) -> dict:
     """Write ``train.xyz``, ``val.xyz``, ``test.xyz`` (REF_energy / REF_forces, eV and eV/Å),
     each molecule moved to the origin (:func:`centred`)."""
     from ase.io import read, write
 
-    from ase_so3.training.convert import hdf5_to_extxyz
+    from ase_so3.benchmark.models import centred
     from ase_so3.io_utils import atomic_path
+    from ase_so3.training.convert import hdf5_to_extxyz
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split in ("train", "val", "test"):

@@ -24,13 +24,25 @@ def num_parameters(calc) -> int:
     return mace_num_parameters(calc)
 
 
+def centred(atoms):
+    """A copy of ``atoms``, moved so that the mean of its positions is the origin unless it is
+    periodic in any direction (energies and forces do not change under a translation).
+
+    MACE's neighbour list (``mace.data.neighborhood``) boxes a molecule in a cell of side
+    5 x r_max x (largest |coordinate| + 1): revised-MD17 benzene, whose centre of mass drifts up
+    to 200 Å from the origin, gets a 5000 Å box and minutes of binning per structure."""
+    out = atoms.copy()
+    if not atoms.pbc.any():
+        out.positions = out.positions - out.positions.mean(axis=0)
+    return out
+
+
 def predict(calc, images, batch_size: int = 16) -> list[dict]:
     """Energy (eV) and forces (eV/Å) of each structure: batched for ase_so3, one by one through
     ASE otherwise."""
     if hasattr(calc, "calculate_many"):
         return [{"energy": r["energy"], "forces": r["forces"]}
                 for r in calc.calculate_many(images, batch_size=batch_size)]
-    from ase_so3.benchmark.mace_backend import centred
     out = []
     for atoms in images:
         atoms = centred(atoms)  # MACE's neighbour list is slow far from the origin
