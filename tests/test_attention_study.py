@@ -33,26 +33,26 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert summary["r"]["seeds"] == 2 and summary["r"]["forces_mae_std"] > 0
     report = (out / "report.md").read_text()
     assert "| ethanol | note | 2 | inverse | 2 | 0.001 | 1 |" in report
-    assert "- ethanol, note model, 2 Å: `r` vs `inverse`: force MAE ratio" in report
+    assert "- ethanol, note model, 2 Å, 0.001 min: `r` vs `inverse`: force MAE ratio" in report
     assert len(res["paired"]) == 3 and all(c["pairs"] == 2 for c in res["paired"])
     assert (out / "learning_curves.png").is_file()
     # finished runs are not trained again
-    first = (out / "runs" / run_name("ethanol", 2.0, "r", 0) / "result.json").stat().st_mtime_ns
+    first = (out / "runs" / run_name("ethanol", 2.0, "r", 0, 0.001) / "result.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv + ["--resume"]) == 0
     assert "training" not in capsys.readouterr().out
-    assert (out / "runs" / run_name("ethanol", 2.0, "r", 0) / "result.json").stat().st_mtime_ns == first
+    assert (out / "runs" / run_name("ethanol", 2.0, "r", 0, 0.001) / "result.json").stat().st_mtime_ns == first
     # the report names the exact command, also when rebuilt with --report-only
     assert main(["--output", str(out), "--report-only"]) == 0
     assert f"ase-so3 benchmark attention {' '.join(argv)}\n" in (out / "report.md").read_text()
     # a run folder that kept only result.json still counts; its curve is left out of the plot
-    (out / "runs" / run_name("ethanol", 2.0, "mixed", 1) / "metrics.csv").unlink()
+    (out / "runs" / run_name("ethanol", 2.0, "mixed", 1, 0.001) / "metrics.csv").unlink()
     (out / "learning_curves.png").unlink()
     assert main(["--output", str(out), "--report-only"]) == 0
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 6
     assert (out / "learning_curves.png").is_file()
     for r in res["runs"]:  # no curve left: no plot, the report still written
-        (out / "runs" / run_name("ethanol", 2.0, r["setting"], r["seed"]) / "metrics.csv").unlink(missing_ok=True)
+        (out / "runs" / run_name("ethanol", 2.0, r["setting"], r["seed"], 0.001) / "metrics.csv").unlink(missing_ok=True)
     (out / "learning_curves.png").unlink()
     assert main(["--output", str(out), "--report-only"]) == 0
     assert not (out / "learning_curves.png").exists()
@@ -84,12 +84,25 @@ def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_pat
             assert r["cutoff"] == 2.0 and cfg["model_config"]["degrees"] == [0, 1, 3]
             assert cfg["lr"] == 0.003
     scopes = [c["scope"] for c in res["paired"]]
-    assert ["ethanol", "recommended", 5.0] in scopes and "all" in scopes
+    assert ["ethanol", "recommended", 5.0, 0.001] in scopes and "all" in scopes
     pooled = next(c for c in res["paired"] if c["scope"] == "all")
     assert pooled["pairs"] == 4 and pooled["smallest_possible_p"] == 2 / 16
     report = (out / "report.md").read_text()
     assert report.count("ase-so3 benchmark attention") == 2  # both commands
-    assert "| ethanol | recommended | 5 | mixed | 2 |" in report
+    assert "| ethanol | recommended | 5 | mixed | 2 | 0.001 |" in report
+    # the same model at another budget: new runs (not skipped as finished), a study of its own
+    longer = [a if a != "0.001" else "0.002" for a in common]
+    assert main(longer + ["--architecture", "recommended", "--seeds", "0", "--resume"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 10
+    groups = {(s["budget_minutes"], s["setting"]): s["seeds"] for s in res["summary"]
+              if s["architecture"] == "recommended"}
+    assert groups == {(0.001, "r"): 2, (0.001, "mixed"): 2, (0.002, "r"): 1, (0.002, "mixed"): 1}
+    by_scope = {tuple(c["scope"]) if c["scope"] != "all" else "all": c["pairs"]
+                for c in res["paired"]}
+    assert by_scope[("ethanol", "recommended", 5.0, 0.002)] == 1
+    assert by_scope[("ethanol", "recommended", 5.0, 0.001)] == 2
+    assert "| ethanol | recommended | 5 | r | 1 | 0.002 |" in (out / "report.md").read_text()
 
 
 def test_sign_flip_test_is_exact_and_the_ratio_is_geometric():

@@ -11,12 +11,12 @@ training config (``--config``, e.g. ``configs/se3_transformer-rmd17.yaml``, at i
 With ``--config`` every run takes that config's recipe (loss weights, optimiser, schedule, batch
 size); without it the note's model trains with the trainer's defaults and ``--lr``.
 
-The report pairs the runs of two settings that share molecule, architecture, cutoff and seed and
-tests the ratio of their test force MAE (:mod:`ase_so3.benchmark.paired`), per molecule and
-pooled over all pairs. Invocations with other molecules, architectures or budgets may share one
-output folder; the report covers every finished run there.
+The report pairs the runs of two settings that share molecule, architecture, cutoff, budget and
+seed and tests the ratio of their test force MAE (:mod:`ase_so3.benchmark.paired`), per molecule
+and pooled over all pairs. Invocations with other molecules, architectures or budgets may share
+one output folder; the report covers every finished run there, each budget a study of its own.
 
-Each run writes ``runs/<run>/result.json``; finished runs are skipped, so the study resumes, and
+Each run writes ``runs/<run>/result.json`` (the run's name ends in its budget); finished runs are skipped, so the study resumes, and
 several processes can share one output folder (each takes runs nobody has started). The report
 (``report.md``, ``learning_curves.png``, ``results.json``) is rebuilt from the run folders.
 """
@@ -44,10 +44,11 @@ NOTE_LR = 5e-3  # the learning rate of the note's model when no config gives a r
 ARCHITECTURES = ("note", "recommended")
 
 
-def run_name(molecule: str, cutoff: float, setting: str, seed: int,
+def run_name(molecule: str, cutoff: float, setting: str, seed: int, budget_minutes: float,
              architecture: str = "note") -> str:
+    """The run's folder name: the same model at two budgets is two runs."""
     arch = "" if architecture == "note" else f"-{architecture}"
-    return f"{molecule}{arch}-rc{cutoff:g}-{setting}-seed{seed}"
+    return f"{molecule}{arch}-rc{cutoff:g}-{setting}-seed{seed}-{budget_minutes:g}min"
 
 
 def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: int, h5: Path):
@@ -78,7 +79,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
         model["cutoff"] = cutoff
     model.setdefault("cutoff", 5.0)  # the model's default
     work = Path(args.output) / "runs" / run_name(molecule, model["cutoff"], setting, seed,
-                                                 args.architecture)
+                                                 args.budget_minutes, args.architecture)
     return dataclasses.replace(base, model_config=model, output=str(work), **common)
 
 
@@ -150,7 +151,9 @@ def _curve(work: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _key(r: dict) -> tuple:
-    return r["molecule"], r.get("architecture", "note"), r["cutoff"]
+    """What a group of runs shares: molecule, architecture, cutoff, budget (minutes)."""
+    return (r["molecule"], r.get("architecture", "note"), r["cutoff"],
+            r.get("budget_minutes", r["config"]["time_budget_minutes"]))
 
 
 def _commands(out: Path, command: str) -> list[str]:
@@ -168,11 +171,10 @@ def _summarise(groups: dict) -> tuple[list[dict], list[str]]:
     table = ["| molecule | architecture | graph cutoff (Å) | distance feature | seeds | budget "
              "(min) | epochs | test E MAE (meV) | test F MAE (meV/Å) |", "|---" * 9 + "|"]
     summary = []
-    for (mol, arch, rc, setting), rs in sorted(groups.items(), key=lambda kv: (
-            kv[0][:3], SETTINGS.index(kv[0][3]))):
+    for (mol, arch, rc, budget, setting), rs in sorted(groups.items(), key=lambda kv: (
+            kv[0][:4], SETTINGS.index(kv[0][4]))):
         e = np.array([r["test"]["energy_mae_meV"] for r in rs])
         f = np.array([r["test"]["forces_mae_meV_per_A"] for r in rs])
-        budget = rs[0].get("budget_minutes", rs[0]["config"]["time_budget_minutes"])
         s = {"molecule": mol, "architecture": arch, "cutoff": rc, "setting": setting,
              "seeds": len(rs), "budget_minutes": budget,
              "epochs": float(np.mean([r["epochs"] for r in rs])),
@@ -189,17 +191,17 @@ def _summarise(groups: dict) -> tuple[list[dict], list[str]]:
 
 
 def paired_comparisons(results: list[dict]) -> list[dict]:
-    """Every pair of settings, runs matched on molecule, architecture, cutoff and seed: per
-    (molecule, architecture, cutoff) and pooled over all of them."""
+    """Every pair of settings, runs matched on molecule, architecture, cutoff, budget and seed:
+    per (molecule, architecture, cutoff, budget) and pooled over all of them."""
     from ase_so3.benchmark.paired import compare
     force = {(*_key(r), r["seed"], r["setting"]): r["test"]["forces_mae_meV_per_A"]
              for r in results}
     out = []
     for a, b in ((x, y) for i, x in enumerate(SETTINGS) for y in SETTINGS[i + 1:]):
-        matched = sorted(k[:4] for k in force if k[4] == a and (*k[:4], b) in force)
-        scopes = sorted({m[:3] for m in matched})
+        matched = sorted(k[:5] for k in force if k[5] == a and (*k[:5], b) in force)
+        scopes = sorted({m[:4] for m in matched})
         for scope in scopes + (["all"] if len(scopes) > 1 else []):
-            pairs = [m for m in matched if scope == "all" or m[:3] == scope]
+            pairs = [m for m in matched if scope == "all" or m[:4] == scope]
             c = compare([force[(*m, a)] for m in pairs], [force[(*m, b)] for m in pairs])
             out.append({"a": a, "b": b, "scope": scope if scope == "all" else list(scope), **c})
     return out
@@ -220,7 +222,7 @@ def write_report(out, command: str = "") -> Path:
     lines_pairs = []
     for c in pairs:
         where = ("all pairs pooled" if c["scope"] == "all" else
-                 "{}, {} model, {:g} Å".format(*c["scope"]))
+                 "{}, {} model, {:g} Å, {:g} min".format(*c["scope"]))
         lines_pairs.append(f"- {where}: " + describe(c["a"], c["b"], c))
     plot = _plot(out, groups)
     tested = results[0]["test"]["num_structures"] if results else "—"
@@ -249,20 +251,21 @@ def _plot(out: Path, groups: dict) -> str | None:
     except ImportError:
         return None
     # each run's curve, read once (None where its metrics.csv is gone)
-    curves = {(k, r["seed"]): _curve(out / "runs" / run_name(k[0], k[2], k[3], r["seed"], k[1]))
+    curves = {(k, r["seed"]): _curve(out / "runs" / run_name(k[0], k[2], k[4], r["seed"], k[3],
+                                                             k[1]))
               for k, rs in groups.items() for r in rs}
-    # a panel per (molecule, architecture, cutoff) with at least one curve kept
-    panels = sorted({k[:3] for (k, _), c in curves.items() if c is not None})
+    # a panel per (molecule, architecture, cutoff, budget) with at least one curve kept
+    panels = sorted({k[:4] for (k, _), c in curves.items() if c is not None})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colours = dict(zip(SETTINGS, ("C0", "C1", "C2")))
-    for ax, (mol, arch, rc) in zip(axes[0], panels):
+    for ax, (mol, arch, rc, budget) in zip(axes[0], panels):
         missing = 0
         for setting in SETTINGS:
             labelled = False
-            for r in groups.get((mol, arch, rc, setting), []):
-                curve = curves[((mol, arch, rc, setting), r["seed"])]
+            for r in groups.get((mol, arch, rc, budget, setting), []):
+                curve = curves[((mol, arch, rc, budget, setting), r["seed"])]
                 if curve is None:
                     missing += 1
                     continue
@@ -272,7 +275,7 @@ def _plot(out: Path, groups: dict) -> str | None:
         ax.set_yscale("log")
         ax.set_xlabel("training time (min, one CPU thread)")
         ax.set_ylabel("validation force MAE (meV/Å)")
-        ax.set_title(f"{mol}, {arch} model, {rc:g} Å graph"
+        ax.set_title(f"{mol}, {arch} model, {rc:g} Å graph, {budget:g} min"
                      + (f"\n({missing} runs without metrics.csv not drawn)" if missing else ""),
                      fontsize=10)
         if ax.get_legend_handles_labels()[0]:
