@@ -121,3 +121,34 @@ def test_sign_flip_test_is_exact_and_the_ratio_is_geometric():
     assert "not shown by the pairs (with 3 pairs no p below 0.25 is possible)" in weak
     with pytest.raises(ValueError):
         compare([1.0], [1.0, 2.0])
+
+
+def test_resume_takes_only_runs_whose_process_has_ended(tmp_path):
+    """Two studies on one folder with --resume (one per core) must not train the same run twice:
+    a claim held by a live process stays; one from an ended process, or from another host, is
+    taken over."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ase_so3.benchmark.attention_study import _take
+    host = socket.gethostname()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    runs = {name: tmp_path / name for name in ("live", "ended", "elsewhere", "old", "done")}
+    for name, work in runs.items():
+        work.mkdir()
+    (runs["live"] / "claimed").write_text(f"{host} {os.getppid()}")
+    (runs["ended"] / "claimed").write_text(f"{host} {ended.pid}")
+    (runs["elsewhere"] / "claimed").write_text(f"another-host {os.getppid()}")
+    (runs["old"] / "claimed").write_text(str(os.getppid()))  # a claim without its host
+    (runs["done"] / "result.json").write_text("{}")
+    assert not _take(runs["ended"], resume=False)  # without --resume nothing is taken over
+    assert not _take(runs["live"], resume=True)
+    assert not _take(runs["done"], resume=True)
+    for name in ("ended", "elsewhere", "old"):
+        assert _take(runs[name], resume=True), name
+        assert (runs[name] / "claimed").read_text() == f"{host} {os.getpid()}"
+        assert not _take(runs[name], resume=True)  # now held by this (live) process
+    assert _take(tmp_path / "new", resume=False)

@@ -16,8 +16,9 @@ seed and tests the ratio of their test force MAE (:mod:`ase_so3.benchmark.paired
 and pooled over all pairs. Invocations with other molecules, architectures or budgets may share
 one output folder; the report covers every finished run there, each budget a study of its own.
 
-Each run writes ``runs/<run>/result.json`` (the run's name ends in its budget); finished runs are skipped, so the study resumes, and
-several processes can share one output folder (each takes runs nobody has started). The report
+Each run writes ``runs/<run>/result.json`` (the run's name ends in its budget); finished runs
+are skipped, so the study resumes, and several processes can share one output folder (each takes
+runs nobody has started; with ``--resume`` also runs whose process has ended). The report
 (``report.md``, ``learning_curves.png``, ``results.json``) is rebuilt from the run folders.
 """
 
@@ -28,6 +29,7 @@ import csv
 import dataclasses
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -104,7 +106,8 @@ def train_one(args, cfg, molecule: str, setting: str, seed: int, h5: Path) -> di
 
 
 def _claim(work: Path) -> bool:
-    """Start a run nobody else has started (an exclusive lock file per run)."""
+    """Start a run nobody else has started (an exclusive lock file per run, naming its host and
+    process)."""
     work.mkdir(parents=True, exist_ok=True)
     if (work / "result.json").is_file():
         return False
@@ -112,9 +115,38 @@ def _claim(work: Path) -> bool:
         fd = os.open(work / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
     os.close(fd)
     return True
+
+
+def _take(work: Path, resume: bool) -> bool:
+    """Claim the run for this process, with ``resume`` also one that was left unfinished; the
+    look and the claim are one step under a lock, so two processes never take the same run."""
+    import fcntl
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work.parent / ".claims.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if resume and _abandoned(work):
+            (work / "claimed").unlink()  # an interrupted run: resume it
+        return _claim(work)
+
+
+def _abandoned(work: Path) -> bool:
+    """An unfinished run whose claim no live process holds: its process was on another host, or
+    has ended on this one."""
+    if (work / "result.json").is_file() or not (work / "claimed").is_file():
+        return False
+    host, _, pid = (work / "claimed").read_text().strip().rpartition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def run(args) -> Path:
@@ -128,9 +160,7 @@ def run(args) -> Path:
                     cfg = run_config(args, molecule, cutoff, setting, seed, h5)
                     work = Path(cfg.output)
                     name = work.name
-                    if args.resume and (work / "claimed").is_file() and not (work / "result.json").is_file():
-                        (work / "claimed").unlink()  # an interrupted run: resume it
-                    if not _claim(work):
+                    if not _take(work, args.resume):
                         continue
                     print(f"{name}: training for {args.budget_minutes} min", flush=True)
                     r = train_one(args, cfg, molecule, setting, seed, h5)
