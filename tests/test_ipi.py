@@ -1,10 +1,13 @@
 """i-PI: a 4-bead PIMD of ethanol served by one, then two, ``ase-so3 ipi-client`` processes over a
 UNIX socket, and by the in-process ``ffdirect`` driver; i-PI's bead energies equal a direct
-``SO3Calculator`` evaluation of the bead geometries; a client without a server fails fast."""
+``SO3Calculator`` evaluation of the bead geometries; a client without a server fails fast; an
+idle client whose server closes mid-poll ends cleanly."""
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,3 +114,39 @@ def test_client_without_server_fails_fast_and_clearly(potential, tmp_path):
     assert run.returncode == 1
     assert "no i-PI server at UNIX socket" in run.stderr and "Traceback" not in run.stderr
     assert time.monotonic() - start < 60
+
+
+def _fake_server(name: str, closed: threading.Event):
+    """A server that polls its client once and closes: what an idle client sees when i-PI ends
+    the run while that client is answering a STATUS poll."""
+    from ase_so3.engines.ipi import socket_path
+    path = socket_path(name)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def poll_and_close():
+        conn, _ = server.accept()
+        conn.sendall(b"STATUS".ljust(12))
+        conn.close()
+        server.close()
+        os.unlink(path)
+        closed.set()
+    return threading.Thread(target=poll_and_close, daemon=True)
+
+
+def test_idle_client_ends_cleanly_when_the_server_closes_mid_poll(potential, tmp_path):
+    from ase_so3.engines.ipi import serve
+    closed = threading.Event()
+    name = f"so3fake_{uuid.uuid4().hex[:8]}"
+    thread = _fake_server(name, closed)
+    thread.start()
+    lines = []
+
+    def log(msg):  # the client answers the poll only after the server has gone
+        lines.append(msg)
+        assert closed.wait(30)
+        time.sleep(0.1)
+
+    assert serve(potential, EXAMPLE / "init.xyz", unix=name, wait_s=10, log=log) == 0
+    assert lines[-1] == "i-PI closed the connection after 0 force evaluations"

@@ -63,8 +63,15 @@ def serve(potential, structure, unix: str | None = None, host: str = "localhost"
         for _ in client.irun(atoms, use_stress=periodic):
             done += 1
     except (BrokenPipeError, ConnectionResetError, SocketClosed, OSError) as exc:
-        raise IPIConnectionError(f"the i-PI server went away after {done} force evaluations "
-                                 f"({type(exc).__name__}); its output says why") from None
+        if client.state == "HAVEDATA":
+            raise IPIConnectionError(
+                f"the i-PI server went away after {done} force evaluations, before it took the "
+                f"last forces ({type(exc).__name__}); its output says why") from None
+        # i-PI ends a run by sending EXIT and closing its clients' sockets: an idle client that
+        # is answering a STATUS poll at that moment sees a broken pipe instead of the EXIT (ASE
+        # counts a closed socket as the end of the run likewise)
+        log(f"i-PI closed the connection after {done} force evaluations")
+        return done
     finally:
         client.close()
     log(f"i-PI ended the run after {done} force evaluations")
