@@ -12,23 +12,84 @@ from ase_so3.benchmark.learning_report import budget_table, write_learning_repor
 from tests.conftest import RMD17
 
 
-LOG = """\
-2026-01-01 10:00:00.000 INFO: Started training, reporting errors on validation set
-2026-01-01 10:00:02.000 INFO: Initial: head: Default, loss=16.0, MAE_E_per_atom=   27.13 meV, MAE_F=  936.78 meV / A
-2026-01-01 10:01:02.500 INFO: Epoch 0: head: Default, loss=1.5, MAE_E_per_atom=  533.99 meV, MAE_F=   88.86 meV / A
-2026-01-01 10:02:02.000 INFO: Epoch 1: head: Default, loss=0.6, MAE_E_per_atom=  476.99 meV, MAE_F=   56.71 meV / A
-2026-01-01 10:03:00.000 INFO: Initial: head: Default, loss=0.6, MAE_E_per_atom=  476.99 meV, MAE_F=   56.71 meV / A
-2026-01-01 10:04:00.000 INFO: Epoch 2: head: Default, loss=0.5, MAE_E_per_atom=  400.00 meV, MAE_F=   50.00 meV / A
-"""
+def _line(t: str, what: str) -> str:
+    return f"2026-01-01 {t}.000 INFO: {what}"
 
 
-def test_mace_curve_reads_the_first_training_only(tmp_path):
+def _epoch(t: str, e, mae: float) -> str:
+    label = "Initial" if e is None else f"Epoch {e}"
+    return _line(t, f"{label}: head: Default, loss=1.0, MAE_E_per_atom=   1.00 meV, "
+                    f"MAE_F=  {mae:.2f} meV / A")
+
+
+BANNER = "===========VERIFYING SETTINGS==========="
+# a run from 10:00 interrupted after epoch 2 (checkpoints 0, 1; epoch 2 did not improve), resumed
+# at 11:00 from epoch 1, and exported at 12:00 (a restart that trains no epoch)
+LOG = "\n".join([
+    _line("10:00:00", BANNER), _epoch("10:00:05", None, 900.0), _epoch("10:01:00", 0, 90.0),
+    _epoch("10:02:00", 1, 60.0), _epoch("10:03:00", 2, 61.0),
+    _line("11:00:00", BANNER), _epoch("11:00:05", None, 60.0), _epoch("11:01:30", 2, 50.0),
+    _epoch("11:02:30", 3, 45.0),
+    _line("12:00:00", BANNER), _epoch("12:00:05", None, 45.0)]) + "\n"
+
+
+def test_mace_curve_stitches_a_resumed_run_and_skips_the_export(tmp_path):
     path = tmp_path / "mace_train.log"
     path.write_text(LOG)
     curve = mace_curve(path)
-    assert [r["epoch"] for r in curve] == [1, 2]  # the export's restart is not training
-    assert curve[0]["elapsed_s"] == pytest.approx(60.5)
-    assert curve[1]["val_forces_mae_meV_per_A"] == 56.71
+    assert [r["epoch"] for r in curve] == [1, 2, 3, 4]
+    # timed from each process's banner; the resumed process continues at epoch 1's 120 s and
+    # replaces the first process's epoch 2
+    assert [r["elapsed_s"] for r in curve] == pytest.approx([60.0, 120.0, 210.0, 270.0])
+    assert [r["val_forces_mae_meV_per_A"] for r in curve] == [90.0, 60.0, 50.0, 45.0]
+
+
+def _checkpoints(work, epochs, broken=()):
+    import zipfile
+    (work / "checkpoints").mkdir(parents=True)
+    for e in epochs:
+        path = work / "checkpoints" / f"mace_run-0_epoch-{e}.pt"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("data.pkl", b"x" * 100)
+        if e in broken:  # killed while writing
+            path.write_bytes(path.read_bytes()[:50])
+
+
+def test_mace_ships_the_newest_intact_checkpoint_within_the_budget(tmp_path):
+    from ase_so3.benchmark.mace_backend import keep_within_budget
+    (tmp_path / "mace_train.log").write_text(LOG)
+    _checkpoints(tmp_path, [0, 1, 2, 3], broken=[2])
+    assert keep_within_budget(tmp_path, 250.0) == 1  # 3 finished at 270 s, 2 is truncated
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "mace_run-0_epoch-0.pt", "mace_run-0_epoch-1.pt"]
+    assert len(list((tmp_path / "checkpoints_past_budget").iterdir())) == 2  # kept, not shipped
+
+
+@pytest.mark.parametrize("budget_s, saved", [(600.0, [0, 1, 3]), (250.0, [0, 1])])
+def test_mace_resume_trains_only_for_the_budget_left(tmp_path, monkeypatch, budget_s, saved):
+    from ase_so3.benchmark import mace_backend
+    (tmp_path / "mace_train.log").write_text(LOG)
+    _checkpoints(tmp_path, saved)
+    (tmp_path / "train.xyz").write_text("1\nProperties=species:S:1:pos:R:3\nH 0 0 0\n")
+    runs, exports = [], []
+    monkeypatch.setattr(mace_backend, "require_mace", lambda: None)
+    monkeypatch.setattr(mace_backend, "_mace_command", lambda: ["mace_run_train"])
+    monkeypatch.setattr(mace_backend, "_run_for",
+                        lambda cmd, seconds, *a: runs.append((cmd, seconds)) or (True, -15))
+
+    def export(base, epoch, *a):
+        exports.append(epoch)
+        (tmp_path / "mace.model").write_text("model")
+    monkeypatch.setattr(mace_backend, "export_epoch", export)
+    info = mace_backend.train_mace(tmp_path, tmp_path, budget_s / 60, resume=True, log=print)
+    assert info["resumed_from_epoch"] == saved[-1]
+    if budget_s > 270:  # epoch 3's checkpoint is at 270 s of training: 330 s left
+        assert len(runs) == 1 and "--restart_latest" in runs[0][0]
+        assert runs[0][1] == pytest.approx(330.0)
+        assert exports == [3]
+    else:  # the log is past the budget already (epoch 3 at 270 s, not saved): epoch 1 ships
+        assert runs == [] and exports == [1] and info["epochs"] == 2
+        assert info["train_seconds"] == pytest.approx(budget_s)
 
 
 def test_parse_models():

@@ -14,16 +14,15 @@ energy MAE and the offset-free one (the mean test error removed, for every model
 reported; the tables use the offset-free one.
 
 Every finished unit goes to ``results.json`` at once (``--resume`` keeps them; an interrupted
-run of ours continues from its checkpoint, an interrupted MACE run starts again). Then
+run of ours continues from its checkpoint, an interrupted MACE run from its newest checkpoint
+with the budget its log shows is left). Then
 ``learning.md`` and ``learning_<molecule>.png`` are written.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,25 +63,10 @@ def parse_models(items: list[str]) -> dict[str, dict]:
 
 
 def mace_curve(log_path: Path) -> list[dict]:
-    """(seconds since MACE's initial evaluation, validation force MAE) per epoch of the first
-    training in the log (an export by :func:`~ase_so3.benchmark.mace_backend.export_epoch`
-    appends a restart that trains no further)."""
-    rows, start = [], None
-    pattern = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (Initial|Epoch (\d+)):.*"
-                         r"MAE_F=\s*([\d.]+) meV / A")
-    for line in Path(log_path).read_text(errors="replace").splitlines():
-        m = pattern.match(line)
-        if not m:
-            continue
-        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-        if m.group(2) == "Initial":
-            if start is not None:
-                break
-            start = stamp
-        else:
-            rows.append({"epoch": int(m.group(3)) + 1, "elapsed_s": stamp - start,
-                         "val_forces_mae_meV_per_A": float(m.group(4))})
-    return rows
+    """(seconds of training, validation force MAE) per epoch of MACE's log
+    (:func:`~ase_so3.benchmark.mace_backend.training_curve`)."""
+    from ase_so3.benchmark.mace_backend import training_curve
+    return training_curve(log_path)
 
 
 def _budget_annealed(cfg) -> bool:
@@ -138,10 +122,13 @@ def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
     data_dir = work.parent / "xyz"
     if not (data_dir / "train.xyz").is_file():
         mace_backend.export_splits(h5, data_dir)
-    if work.exists():  # an interrupted MACE run starts again
+    resume = bool(getattr(args, "resume", False)
+                  and mace_backend.checkpoint_epochs(work / "checkpoints"))
+    if work.exists() and not resume:  # without --resume an interrupted MACE run starts again
         shutil.rmtree(work)
     info = mace_backend.train_mace(data_dir, work, args.budget_minutes, seed=args.seed,
-                                   threads=args.threads, settings=spec["settings"], log=log)
+                                   threads=args.threads, settings=spec["settings"],
+                                   resume=resume, log=log)
     curve = mace_curve(work / "mace_train.log")
     snapshots = {}
     for minutes in args.snapshot_minutes:
@@ -164,7 +151,7 @@ def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
     return {"kind": "mace", "model": name, "path": info["model"], "snapshots": snapshots,
             "epochs": info["epochs"], "train_seconds": info["train_seconds"], "curve": curve,
             "structures_per_s": info["structures_per_s"], "command": info["command"],
-            "settings": spec["settings"]}
+            "settings": spec["settings"], "resumed_from_epoch": info["resumed_from_epoch"]}
 
 
 def test_errors(spec: dict, images, e_ref: np.ndarray, f_ref: np.ndarray) -> dict:
@@ -246,7 +233,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="learning_out")
-    p.add_argument("--resume", action="store_true", help="keep finished models of results.json")
+    p.add_argument("--resume", action="store_true", help="keep finished models of results.json and continue interrupted "
+                        "ones")
     return p
 
 

@@ -2,22 +2,23 @@
 ``mace_run_train`` on our splits exported to extxyz, under a wall-clock budget, and loading the
 result as a ``MACECalculator``.
 
-The budget is enforced from outside: MACE trains with a large epoch limit and is interrupted when
-the budget is spent; a second ``mace_run_train --restart_latest`` call with the epoch limit set to
-the last checkpointed epoch trains no further and only writes the final ``.model`` (MACE's own
-evaluation and export code, with its EMA weights).
+The budget is enforced from outside: MACE trains with a large epoch limit and is stopped when the
+budget is spent. What it ships is the newest checkpoint of an epoch that MACE's log shows finished
+within the budget (:func:`training_curve`): a second ``mace_run_train --restart_latest`` call with
+the epoch limit set to that epoch trains no further and only writes the final ``.model`` (MACE's
+own evaluation and export code, with its EMA weights). An interrupted run resumes from its last
+checkpoint with the budget it has left (:func:`train_mace` with ``resume=True``).
 """
-
 from __future__ import annotations
 
 import importlib.util
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 # Settings for the equal-budget runs: MACE's defaults except a smaller width so that a CPU budget
@@ -120,49 +121,145 @@ def export_epoch(base: list[str], epoch: int, log_path: Path, threads: int = 1) 
                        stderr=subprocess.STDOUT, env=_env(threads), check=True)
 
 
+_STAMPED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (.*)")
+# an epoch's validation line; the force MAE only where MACE's error table reports it
+_ERRORS = re.compile(r"(Initial|Epoch (\d+)):(?:.*\bMAE_F=\s*([\d.]+) meV / A)?")
+
+
+def training_curve(log_path: Path) -> list[dict]:
+    """Per epoch that counts, ``{"epoch": 1-based, "elapsed_s", "val_forces_mae_meV_per_A"}``
+    from MACE's log, the seconds being training time spent to reach the end of that epoch (the
+    MAE is None where MACE's error table has no force MAE).
+
+    Each ``mace_run_train`` process in the log is a segment, timed from its first line (MACE's
+    settings banner, after Python's imports) to each epoch's validation line. A segment that
+    resumes from epoch k's checkpoint continues the clock at epoch k's time and replaces the
+    epochs after k that the previous segment logged (that work died with its process); a restart
+    that trains no epoch (an export) adds nothing."""
+    elapsed: dict[int, tuple[float, float | None]] = {}  # MACE's 0-based epoch -> (seconds, val F MAE)
+    seg_start, seen_initial, offset = None, False, None
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        m = _STAMPED.match(line)
+        if not m:
+            continue
+        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        errors = _ERRORS.match(m.group(2))
+        initial = errors is not None and errors.group(1) == "Initial"
+        if seg_start is None or (seen_initial and ("VERIFYING SETTINGS" in line or initial)):
+            seg_start, seen_initial, offset = stamp, False, None
+        seen_initial = seen_initial or initial
+        if errors is None or initial:
+            continue
+        epoch = int(errors.group(2))
+        if offset is None:  # this segment's first epoch: it resumed from epoch - 1
+            elapsed = {e: v for e, v in elapsed.items() if e < epoch}
+            offset = elapsed[epoch - 1][0] if epoch - 1 in elapsed else 0.0
+        mae = float(errors.group(3)) if errors.group(3) else None
+        elapsed[epoch] = (offset + stamp - seg_start, mae)
+    return [{"epoch": e + 1, "elapsed_s": t, "val_forces_mae_meV_per_A": f}
+            for e, (t, f) in sorted(elapsed.items())]
+
+
+def _intact(path: Path) -> bool:
+    """A checkpoint that was written to the end (torch files are zip archives)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def keep_within_budget(work_dir: Path, budget_s: float) -> int | None:
+    """The newest intact checkpoint of an epoch that finished within ``budget_s`` seconds of
+    training; newer checkpoints move to ``checkpoints_past_budget/`` (kept, not shipped), so that
+    ``--restart_latest`` finds the chosen one. ``None`` when there is none."""
+    times = {r["epoch"] - 1: r["elapsed_s"] for r in training_curve(work_dir / "mace_train.log")}
+    found = checkpoint_epochs(work_dir / "checkpoints")
+    ok = [e for e, p in found.items() if times.get(e, float("inf")) <= budget_s and _intact(p)]
+    chosen = ok[-1] if ok else None
+    for epoch, path in found.items():
+        if chosen is None or epoch > chosen:
+            (work_dir / "checkpoints_past_budget").mkdir(exist_ok=True)
+            path.rename(work_dir / "checkpoints_past_budget" / path.name)
+    return chosen
+
+
+def _run_for(command: list[str], seconds: float, log_path: Path, threads: int) -> tuple[bool, int]:
+    """Run ``command`` for at most ``seconds``; (stopped by the limit, exit status)."""
+    with open(log_path, "a") as logf:
+        proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
+                                env=_env(threads))
+        start = time.perf_counter()
+        while proc.poll() is None:
+            if time.perf_counter() - start > seconds:
+                # SIGTERM, not SIGINT: a job started in the background of a shell ignores SIGINT
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                return True, proc.returncode
+            time.sleep(1.0)
+    return False, proc.returncode
+
+
 def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int = 0,
                threads: int = 1, settings: dict | None = None, max_epochs: int = 100000,
-               log=print) -> dict:
-    """Train MACE on ``data_dir/{train,val}.xyz`` for at most ``budget_minutes`` (wall clock) or
-    ``max_epochs``; returns the model path, epochs, seconds and the command line."""
+               resume: bool = False, log=print) -> dict:
+    """Train MACE on ``data_dir/{train,val}.xyz`` for at most ``budget_minutes`` of training or
+    ``max_epochs``; returns the model path, epochs, seconds and the command line.
+
+    With ``resume`` and checkpoints in ``work_dir``, training continues from the newest one with
+    MACE's ``--restart_latest`` for the time the log shows is left (none when an epoch past the
+    budget is logged already). MACE's restart restores the optimizer and learning-rate schedule but
+    starts its EMA from the saved (EMA) weights and its data order from the seed, so a resumed
+    run is close to, not identical with, an uninterrupted one; the result says from which epoch it
+    resumed."""
     require_mace()
     work_dir.mkdir(parents=True, exist_ok=True)
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     base = mace_base_command(data_dir, work_dir, seed, settings)
-    env = _env(threads)
     command = base + [f"--max_num_epochs={max_epochs}"]
     log_path = work_dir / "mace_train.log"
-    start = time.perf_counter()
-    with open(log_path, "a") as logf:
-        proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, env=env)
-        interrupted = False
-        while proc.poll() is None:
-            if time.perf_counter() - start > budget_minutes * 60:
-                proc.send_signal(signal.SIGINT)
-                interrupted = True
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                break
-            time.sleep(1.0)
-    seconds = time.perf_counter() - start
-    if not interrupted and proc.returncode != 0:
-        raise RuntimeError(f"mace_run_train failed (exit {proc.returncode}); see {log_path}")
-    epoch = _last_epoch(work_dir / "checkpoints")
+    budget_s = budget_minutes * 60
+    found = checkpoint_epochs(work_dir / "checkpoints") if resume else {}
+    resumed_from, spent = None, 0.0
+    if found:
+        curve = training_curve(log_path)
+        times = {r["epoch"] - 1: r["elapsed_s"] for r in curve}
+        resumed_from = max(found)
+        spent = times.get(resumed_from, 0.0)
+        if curve and curve[-1]["elapsed_s"] > budget_s:
+            spent = budget_s  # the budget ran out before the run was interrupted
+        command = command + ["--restart_latest"]
+    stopped, seconds, status = False, 0.0, 0
+    if spent < budget_s:
+        if resumed_from is not None:
+            log(f"MACE resumes after epoch {resumed_from} with {budget_s - spent:.0f} s left")
+        start = time.perf_counter()
+        stopped, status = _run_for(command, budget_s - spent, log_path, threads)
+        seconds = time.perf_counter() - start
+    if not stopped and status != 0:
+        raise RuntimeError(f"mace_run_train failed (exit {status}); see {log_path}")
+    before = checkpoint_epochs(work_dir / "checkpoints")
+    epoch = keep_within_budget(work_dir, budget_s)
     if epoch is None:
         raise RuntimeError(f"MACE saved no checkpoint within {budget_minutes} min; see {log_path}")
     model = work_dir / "mace.model"
-    if interrupted or not model.is_file():
-        log(f"MACE stopped by the budget after {seconds:.0f} s; exporting epoch {epoch}")
+    if stopped or resumed_from is not None or max(before) != epoch or not model.is_file():
+        log(f"MACE: {spent + seconds:.0f} s of training; exporting epoch {epoch}, the newest "
+            f"checkpoint within the budget")
+        model.unlink(missing_ok=True)
         export_epoch(base, epoch, log_path, threads)
     if not model.is_file():
         raise RuntimeError(f"MACE wrote no model file; see {log_path}")
-    return {"model": str(model), "epochs": epoch + 1, "train_seconds": seconds,
+    return {"model": str(model), "epochs": epoch + 1,
+            "train_seconds": min(budget_s, spent + seconds),
             "structures_per_s": _throughput(log_path, data_dir / "train.xyz"),
             "command": " ".join(command), "settings": settings, "log": str(log_path),
-            "base_command": base}
+            "base_command": base, "resumed_from_epoch": resumed_from}
 
 
 def _throughput(log_path: Path, train_file: Path) -> float | None:
