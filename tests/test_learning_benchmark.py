@@ -24,12 +24,13 @@ def _epoch(t: str, e, mae: float) -> str:
 
 BANNER = "===========VERIFYING SETTINGS==========="
 # a run from 10:00 interrupted after epoch 2 (checkpoints 0, 1; epoch 2 did not improve), resumed
-# at 11:00 from epoch 1, and exported at 12:00 (a restart that trains no epoch)
+# at 11:00 from checkpoint 1 (MACE trains label 1 again and saves it), and exported at 12:00 (a
+# restart that trains no epoch)
 LOG = "\n".join([
     _line("10:00:00", BANNER), _epoch("10:00:05", None, 900.0), _epoch("10:01:00", 0, 90.0),
     _epoch("10:02:00", 1, 60.0), _epoch("10:03:00", 2, 61.0),
-    _line("11:00:00", BANNER), _epoch("11:00:05", None, 60.0), _epoch("11:01:30", 2, 50.0),
-    _epoch("11:02:30", 3, 45.0),
+    _line("11:00:00", BANNER), _epoch("11:00:05", None, 60.0), _epoch("11:01:30", 1, 50.0),
+    _epoch("11:02:30", 2, 45.0),
     _line("12:00:00", BANNER), _epoch("12:00:05", None, 45.0)]) + "\n"
 
 
@@ -38,7 +39,7 @@ def test_mace_curve_stitches_a_resumed_run_and_skips_the_export(tmp_path):
     path.write_text(LOG)
     curve = mace_curve(path)
     assert [r["epoch"] for r in curve] == [1, 2, 3, 4]
-    # timed from each process's banner; the resumed process continues at epoch 1's 120 s and
+    # timed from each process's banner; the resumed process continues at label 1's 120 s and
     # replaces the first process's epoch 2
     assert [r["elapsed_s"] for r in curve] == pytest.approx([60.0, 120.0, 210.0, 270.0])
     assert [r["val_forces_mae_meV_per_A"] for r in curve] == [90.0, 60.0, 50.0, 45.0]
@@ -56,16 +57,22 @@ def _checkpoints(work, epochs, broken=()):
 
 
 def test_mace_ships_the_newest_intact_checkpoint_within_the_budget(tmp_path):
-    from ase_so3.benchmark.mace_backend import keep_within_budget
+    from ase_so3.benchmark.mace_backend import checkpoint_times, keep_within_budget
     (tmp_path / "mace_train.log").write_text(LOG)
-    _checkpoints(tmp_path, [0, 1, 2, 3], broken=[2])
-    assert keep_within_budget(tmp_path, 250.0) == 1  # 3 finished at 270 s, 2 is truncated
+    times = checkpoint_times(tmp_path / "mace_train.log")  # label 1's file is the resumed one
+    assert {k: (r["index"], r["elapsed_s"]) for k, r in times.items()} == {
+        0: (0, 60.0), 1: (2, 210.0), 2: (3, 270.0)}
+    _checkpoints(tmp_path, [0, 1, 2], broken=[2])
+    assert keep_within_budget(tmp_path, 300.0) == 1  # 2 is truncated
+    assert keep_within_budget(tmp_path, 200.0) == 0  # 1 finished at 210 s
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "mace_run-0_epoch-0.pt", "mace_run-0_epoch-1.pt"]
+        "mace_run-0_epoch-0.pt"]
     assert len(list((tmp_path / "checkpoints_past_budget").iterdir())) == 2  # kept, not shipped
+    assert keep_within_budget(tmp_path, 250.0) == 1  # a longer budget takes one back
+    assert (tmp_path / "checkpoints" / "mace_run-0_epoch-1.pt").is_file()
 
 
-@pytest.mark.parametrize("budget_s, saved", [(600.0, [0, 1, 3]), (250.0, [0, 1])])
+@pytest.mark.parametrize("budget_s, saved", [(600.0, [0, 1, 2]), (250.0, [0, 1])])
 def test_mace_resume_trains_only_for_the_budget_left(tmp_path, monkeypatch, budget_s, saved):
     from ase_so3.benchmark import mace_backend
     (tmp_path / "mace_train.log").write_text(LOG)
@@ -82,13 +89,14 @@ def test_mace_resume_trains_only_for_the_budget_left(tmp_path, monkeypatch, budg
         (tmp_path / "mace.model").write_text("model")
     monkeypatch.setattr(mace_backend, "export_epoch", export)
     info = mace_backend.train_mace(tmp_path, tmp_path, budget_s / 60, resume=True, log=print)
-    assert info["resumed_from_epoch"] == saved[-1]
-    if budget_s > 270:  # epoch 3's checkpoint is at 270 s of training: 330 s left
+    assert info["resumed_after_epochs"] == {2: 4, 1: 3}[saved[-1]]
+    if budget_s > 270:  # label 2's checkpoint is at 270 s of training: 330 s left
         assert len(runs) == 1 and "--restart_latest" in runs[0][0]
         assert runs[0][1] == pytest.approx(330.0)
-        assert exports == [3]
-    else:  # the log is past the budget already (epoch 3 at 270 s, not saved): epoch 1 ships
-        assert runs == [] and exports == [1] and info["epochs"] == 2
+        assert exports == [2]
+    else:  # the log is past the budget already (label 2 at 270 s, not saved): label 1 ships,
+        # the third epoch of the training
+        assert runs == [] and exports == [1] and info["epochs"] == 3
         assert info["train_seconds"] == pytest.approx(budget_s)
 
 

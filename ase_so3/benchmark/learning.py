@@ -134,9 +134,9 @@ def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
     for minutes in args.snapshot_minutes:
         # what train_mace ships at a budget of `minutes`: MACE checkpoints on each improvement,
         # so the newest checkpoint of the epochs finished by then
-        done = [r["epoch"] - 1 for r in curve if r["elapsed_s"] <= minutes * 60]
+        times = mace_backend.checkpoint_times(work / "mace_train.log")
         usable = [e for e in mace_backend.checkpoint_epochs(work / "checkpoints")
-                  if done and e <= done[-1]]
+                  if e in times and times[e]["elapsed_s"] <= minutes * 60]
         if not usable:
             continue
         snap = work.parent / f"{name}_{minutes:g}min"
@@ -151,7 +151,7 @@ def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
     return {"kind": "mace", "model": name, "path": info["model"], "snapshots": snapshots,
             "epochs": info["epochs"], "train_seconds": info["train_seconds"], "curve": curve,
             "structures_per_s": info["structures_per_s"], "command": info["command"],
-            "settings": spec["settings"], "resumed_from_epoch": info["resumed_from_epoch"]}
+            "settings": spec["settings"], "resumed_after_epochs": info["resumed_after_epochs"]}
 
 
 def test_errors(spec: dict, images, e_ref: np.ndarray, f_ref: np.ndarray) -> dict:

@@ -126,18 +126,18 @@ _STAMPED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) INFO: (.*)")
 _ERRORS = re.compile(r"(Initial|Epoch (\d+)):(?:.*\bMAE_F=\s*([\d.]+) meV / A)?")
 
 
-def training_curve(log_path: Path) -> list[dict]:
-    """Per epoch that counts, ``{"epoch": 1-based, "elapsed_s", "val_forces_mae_meV_per_A"}``
-    from MACE's log, the seconds being training time spent to reach the end of that epoch (the
-    MAE is None where MACE's error table has no force MAE).
+def _epochs(log_path: Path) -> list[dict]:
+    """MACE's validation lines of the epochs that count, in training order: ``{"label": MACE's
+    epoch number, "index": 0-based epoch of the whole training, "elapsed_s", "mae"}``.
 
     Each ``mace_run_train`` process in the log is a segment, timed from its first line (MACE's
-    settings banner, after Python's imports) to each epoch's validation line. A segment that
-    resumes from epoch k's checkpoint continues the clock at epoch k's time and replaces the
-    epochs after k that the previous segment logged (that work died with its process); a restart
-    that trains no epoch (an export) adds nothing."""
-    elapsed: dict[int, tuple[float, float | None]] = {}  # MACE's 0-based epoch -> (seconds, val F MAE)
-    seg_start, seen_initial, offset = None, False, None
+    settings banner, after Python's imports) to each epoch's validation line. MACE restarts from
+    its newest checkpoint, of epoch label k, and trains label k again: a segment whose first
+    epoch is labelled k continues the clock at the time of the previous label k and replaces what
+    was logged after it (that work died with its process); a restart that trains no epoch (an
+    export) adds nothing."""
+    rows: list[dict] = []
+    seg_start, seen_initial, first, offset, shift = None, False, True, 0.0, 0
     for line in Path(log_path).read_text(errors="replace").splitlines():
         m = _STAMPED.match(line)
         if not m:
@@ -146,18 +146,38 @@ def training_curve(log_path: Path) -> list[dict]:
         errors = _ERRORS.match(m.group(2))
         initial = errors is not None and errors.group(1) == "Initial"
         if seg_start is None or (seen_initial and ("VERIFYING SETTINGS" in line or initial)):
-            seg_start, seen_initial, offset = stamp, False, None
+            seg_start, seen_initial, first = stamp, False, True
         seen_initial = seen_initial or initial
         if errors is None or initial:
             continue
-        epoch = int(errors.group(2))
-        if offset is None:  # this segment's first epoch: it resumed from epoch - 1
-            elapsed = {e: v for e, v in elapsed.items() if e < epoch}
-            offset = elapsed[epoch - 1][0] if epoch - 1 in elapsed else 0.0
+        label = int(errors.group(2))
+        if first:  # where this segment's training starts from
+            first = False
+            base = [i for i, r in enumerate(rows) if r["label"] == label]
+            if base:  # resumed from the checkpoint of `label`
+                rows = rows[:base[-1] + 1]
+                offset, shift = rows[-1]["elapsed_s"], rows[-1]["index"] + 1 - label
+            else:  # a fresh start (or a checkpoint whose epoch the log lacks)
+                rows = [r for r in rows if r["label"] < label]
+                offset, shift = (rows[-1]["elapsed_s"] if rows else 0.0), 0
         mae = float(errors.group(3)) if errors.group(3) else None
-        elapsed[epoch] = (offset + stamp - seg_start, mae)
-    return [{"epoch": e + 1, "elapsed_s": t, "val_forces_mae_meV_per_A": f}
-            for e, (t, f) in sorted(elapsed.items())]
+        rows.append({"label": label, "index": label + shift,
+                     "elapsed_s": offset + stamp - seg_start, "mae": mae})
+    return rows
+
+
+def training_curve(log_path: Path) -> list[dict]:
+    """Per epoch that counts (:func:`_epochs`), ``{"epoch": 1-based, "elapsed_s": seconds of
+    training to the end of that epoch, "val_forces_mae_meV_per_A"}`` (None where MACE's error
+    table has no force MAE)."""
+    return [{"epoch": r["index"] + 1, "elapsed_s": r["elapsed_s"],
+             "val_forces_mae_meV_per_A": r["mae"]} for r in _epochs(log_path)]
+
+
+def checkpoint_times(log_path: Path) -> dict[int, dict]:
+    """For each epoch label, the epoch whose checkpoint carries that label now (MACE's restart
+    overwrites label k's checkpoint: its first epoch always saves)."""
+    return {r["label"]: r for r in _epochs(log_path)}
 
 
 def _intact(path: Path) -> bool:
@@ -171,17 +191,22 @@ def _intact(path: Path) -> bool:
 
 
 def keep_within_budget(work_dir: Path, budget_s: float) -> int | None:
-    """The newest intact checkpoint of an epoch that finished within ``budget_s`` seconds of
-    training; newer checkpoints move to ``checkpoints_past_budget/`` (kept, not shipped), so that
-    ``--restart_latest`` finds the chosen one. ``None`` when there is none."""
-    times = {r["epoch"] - 1: r["elapsed_s"] for r in training_curve(work_dir / "mace_train.log")}
-    found = checkpoint_epochs(work_dir / "checkpoints")
-    ok = [e for e, p in found.items() if times.get(e, float("inf")) <= budget_s and _intact(p)]
+    """The epoch label of the newest intact checkpoint of an epoch that finished within
+    ``budget_s`` seconds of training. It and older ones go to ``checkpoints/``, newer ones to
+    ``checkpoints_past_budget/`` (kept, not shipped), so that ``--restart_latest`` finds the chosen
+    one. ``None`` when there is none."""
+    times = checkpoint_times(work_dir / "mace_train.log")
+    found = {**checkpoint_epochs(work_dir / "checkpoints_past_budget"),
+             **checkpoint_epochs(work_dir / "checkpoints")}
+    ok = [e for e, p in sorted(found.items())
+          if e in times and times[e]["elapsed_s"] <= budget_s and _intact(p)]
     chosen = ok[-1] if ok else None
     for epoch, path in found.items():
-        if chosen is None or epoch > chosen:
-            (work_dir / "checkpoints_past_budget").mkdir(exist_ok=True)
-            path.rename(work_dir / "checkpoints_past_budget" / path.name)
+        folder = "checkpoints" if chosen is not None and epoch <= chosen else \
+            "checkpoints_past_budget"
+        if path.parent.name != folder:
+            (work_dir / folder).mkdir(exist_ok=True)
+            path.rename(work_dir / folder / path.name)
     return chosen
 
 
@@ -225,19 +250,18 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     log_path = work_dir / "mace_train.log"
     budget_s = budget_minutes * 60
     found = checkpoint_epochs(work_dir / "checkpoints") if resume else {}
-    resumed_from, spent = None, 0.0
+    resumed_after, spent = None, 0.0
     if found:
-        curve = training_curve(log_path)
-        times = {r["epoch"] - 1: r["elapsed_s"] for r in curve}
-        resumed_from = max(found)
-        spent = times.get(resumed_from, 0.0)
-        if curve and curve[-1]["elapsed_s"] > budget_s:
+        times = checkpoint_times(log_path)
+        newest = times.get(max(found), {"index": max(found), "elapsed_s": 0.0})
+        resumed_after, spent = newest["index"] + 1, newest["elapsed_s"]
+        if any(r["elapsed_s"] > budget_s for r in times.values()):
             spent = budget_s  # the budget ran out before the run was interrupted
         command = command + ["--restart_latest"]
     stopped, seconds, status = False, 0.0, 0
     if spent < budget_s:
-        if resumed_from is not None:
-            log(f"MACE resumes after epoch {resumed_from} with {budget_s - spent:.0f} s left")
+        if resumed_after is not None:
+            log(f"MACE resumes after {resumed_after} epochs with {budget_s - spent:.0f} s left")
         start = time.perf_counter()
         stopped, status = _run_for(command, budget_s - spent, log_path, threads)
         seconds = time.perf_counter() - start
@@ -248,18 +272,18 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     if epoch is None:
         raise RuntimeError(f"MACE saved no checkpoint within {budget_minutes} min; see {log_path}")
     model = work_dir / "mace.model"
-    if stopped or resumed_from is not None or max(before) != epoch or not model.is_file():
+    if stopped or resumed_after is not None or max(before) != epoch or not model.is_file():
         log(f"MACE: {spent + seconds:.0f} s of training; exporting epoch {epoch}, the newest "
             f"checkpoint within the budget")
         model.unlink(missing_ok=True)
         export_epoch(base, epoch, log_path, threads)
     if not model.is_file():
         raise RuntimeError(f"MACE wrote no model file; see {log_path}")
-    return {"model": str(model), "epochs": epoch + 1,
+    return {"model": str(model), "epochs": checkpoint_times(log_path)[epoch]["index"] + 1,
             "train_seconds": min(budget_s, spent + seconds),
             "structures_per_s": _throughput(log_path, data_dir / "train.xyz"),
             "command": " ".join(command), "settings": settings, "log": str(log_path),
-            "base_command": base, "resumed_from_epoch": resumed_from}
+            "base_command": base, "resumed_after_epochs": resumed_after}
 
 
 def _throughput(log_path: Path, train_file: Path) -> float | None:
