@@ -146,6 +146,11 @@ def test_budget_table_takes_the_best_mace_at_each_budget(tmp_path):
     text = write_learning_report(tmp_path).read_text()
     assert "Machine for mace-a, escn: None, vm-1; torch None" in text and "ase_so3 0.2.0" in text
     assert "Machine for mace-b: None, vm-2;" in text and "Machine:" not in text
+    assert "resumed" not in text
+    models["mace-b"]["resumed_after_epochs"] = 24  # an interrupted run says so
+    (tmp_path / "results.json").write_text(json.dumps({"molecules": {"ethanol": models}}))
+    text = write_learning_report(tmp_path).read_text()
+    assert "- mace-b: `cmd` (interrupted; resumed after 24 epochs" in text
 
 
 @pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")

@@ -233,8 +233,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="learning_out")
-    p.add_argument("--resume", action="store_true", help="keep finished models of results.json and continue interrupted "
-                        "ones")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished models of results.json and continue interrupted ones")
     return p
 
 

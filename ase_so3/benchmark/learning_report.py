@@ -36,6 +36,12 @@ def budget_table(models: dict) -> list[dict]:
     return rows
 
 
+def _resumed(unit: dict) -> str:
+    after = unit.get("resumed_after_epochs")
+    return (f" (interrupted; resumed after {after} epochs from MACE's checkpoint, which restarts"
+            " its EMA)" if after else "")
+
+
 def _plot(molecule: str, models: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -108,7 +114,8 @@ def write_learning_report(out) -> Path:
         plot = out / f"learning_{molecule}.png"
         _plot(molecule, models, plot)
         lines += ["", f"![learning curves]({plot.name})", "", "Commands:", ""]
-        lines += [f"- {name}: `{unit['command']}`" for name, unit in models.items()]
+        lines += [f"- {name}: `{unit['command']}`{_resumed(unit)}"
+                  for name, unit in models.items()]
         lines.append("")
     path = out / "learning.md"
     with atomic_path(path) as tmp:
