@@ -131,10 +131,10 @@ def _train_mace(name: str, spec: dict, h5: Path, work: Path, args, log) -> dict:
                                    resume=resume, log=log)
     curve = mace_curve(work / "mace_train.log")
     snapshots = {}
+    times = mace_backend.checkpoint_times(work / "mace_train.log")
     for minutes in args.snapshot_minutes:
         # what train_mace ships at a budget of `minutes`: MACE checkpoints on each improvement,
         # so the newest checkpoint of the epochs finished by then
-        times = mace_backend.checkpoint_times(work / "mace_train.log")
         usable = [e for e in mace_backend.checkpoint_epochs(work / "checkpoints")
                   if e in times and times[e]["elapsed_s"] <= minutes * 60]
         if not usable:

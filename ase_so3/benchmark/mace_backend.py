@@ -9,6 +9,7 @@ the epoch limit set to that epoch trains no further and only writes the final ``
 own evaluation and export code, with its EMA weights). An interrupted run resumes from its last
 checkpoint with the budget it has left (:func:`train_mace` with ``resume=True``).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -92,11 +93,6 @@ def checkpoint_epochs(checkpoints: Path) -> dict[int, Path]:
     found = {int(m.group(1)): p for p in checkpoints.glob("*_epoch-*.pt")
              if (m := re.search(r"_epoch-(\d+)\.pt$", p.name))}
     return dict(sorted(found.items()))
-
-
-def _last_epoch(checkpoints: Path) -> int | None:
-    epochs = checkpoint_epochs(checkpoints)
-    return max(epochs) if epochs else None
 
 
 def mace_base_command(data_dir: Path, work_dir: Path, seed: int, settings: dict) -> list[str]:
@@ -240,8 +236,8 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
     MACE's ``--restart_latest`` for the time the log shows is left (none when an epoch past the
     budget is logged already). MACE's restart restores the optimizer and learning-rate schedule but
     starts its EMA from the saved (EMA) weights and its data order from the seed, so a resumed
-    run is close to, not identical with, an uninterrupted one; the result says from which epoch it
-    resumed."""
+    run is close to, not identical with, an uninterrupted one; the result says after how many
+    epochs it resumed."""
     require_mace()
     work_dir.mkdir(parents=True, exist_ok=True)
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
