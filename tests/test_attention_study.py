@@ -102,6 +102,18 @@ def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_pat
                 for c in res["paired"]}
     assert by_scope[("ethanol", "recommended", 5.0, 0.002)] == 1
     assert by_scope[("ethanol", "recommended", 5.0, 0.001)] == 2
+    # pooled: one pair per model and seed, at its longest budget (seed 0 of the recommended
+    # model at 0.002 min, not also at 0.001): 2 note pairs + 2 recommended
+    assert by_scope["all"] == 4
+    pooled = next(c for c in res["paired"] if c["scope"] == "all")
+    force = {(r["architecture"], r["budget_minutes"], r["seed"], r["setting"]):
+             r["test"]["forces_mae_meV_per_A"] for r in res["runs"]}
+    chosen = [("note", 0.001, 0), ("note", 0.001, 1), ("recommended", 0.002, 0),
+              ("recommended", 0.001, 1)]
+    expect = compare([force[(*k, "r")] for k in chosen], [force[(*k, "mixed")] for k in chosen])
+    assert abs(pooled["ratio"] - expect["ratio"]) < 1e-12
+    assert "pooled, one pair per molecule, model, cutoff and seed at its longest budget" in (
+        out / "report.md").read_text()
     assert "| ethanol | recommended | 5 | r | 1 | 0.002 |" in (out / "report.md").read_text()
 
 
