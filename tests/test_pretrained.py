@@ -1,5 +1,6 @@
 """Every shipped potential: loads by name, matches its model card, conserves energy in NVE."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,19 @@ def test_shipped_potential_passes_self_check(name):
     # 40 + 80 NVE steps: NVE over longer runs is test_shipped_potential_conserves_energy_in_nve
     rows = run_checks(load_potential(name), nve_steps=40)
     assert all(r.passed for r in rows), format_table(rows)
+
+
+# Energy and forces of every shipped potential on its molecule's built-in structure, float64, as
+# ase_so3 0.2.1 computed them at commit e4aaba4: faster formulations of a model (the training
+# throughput work) must give the same numbers to round-off.
+NUMBERS_0_2_1 = json.loads((Path(__file__).parent / "data" / "shipped-0.2.1-numbers.json")
+                           .read_text())["potentials"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_potentials_give_the_numbers_of_0_2_1(name):
+    ref = NUMBERS_0_2_1[name]
+    atoms = load_named_structure(model_card(name)["molecule"])
+    atoms.calc = SO3Calculator(name, dtype="float64")
+    assert atoms.get_potential_energy() == pytest.approx(ref["energy"], abs=1e-9)
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"], rtol=0, atol=1e-9)

@@ -157,6 +157,57 @@ def test_kill_and_resume_matches_uninterrupted_run(ethanol_h5, tmp_path, monkeyp
         assert torch.equal(full.ema.shadow[k], resumed.ema.shadow[k])
 
 
+def _step_gradients(trainer, batch):
+    """The loss of one train_step and the gradients it leaves on the weights."""
+    loss = trainer.train_step(batch)
+    return loss, {k: p.grad.clone() for k, p in trainer.model.named_parameters()}
+
+
+def test_train_step_gradients_equal_the_full_second_derivative(ethanol_h5, tmp_path):
+    """train_step back-propagates the force loss to the weights only; its gradients equal those
+    of differentiating the same loss by torch.autograd.grad with respect to every weight."""
+    from ase_so3.potentials.forces import energy_forces_stress
+    from ase_so3.training.trainer import loss_terms
+    model_config = {**TINY, "message_centre": True, "message_gate": True, "ffn_hidden": 8,
+                    "norm": True, "edge_degree_embedding": True, "edge_species": True}
+    trainer = Trainer(_cfg(ethanol_h5, tmp_path / "run", dtype="float64", grad_clip=0,
+                           ema_decay=0, model_config=model_config, kernels="torch"))
+    batch = trainer.train_set.collate([0, 1, 2], trainer.dtype, "cpu")
+    params = dict(trainer.model.named_parameters())
+    pred = energy_forces_stress(trainer.model, batch[0], forces=True, training=True)
+    loss = loss_terms(pred, batch[1], trainer.cfg)["total"]
+    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    trainer.optimizer.param_groups[0]["lr"] = 0.0
+    got_loss, got = _step_gradients(trainer, batch)
+    assert got_loss == pytest.approx(float(loss), rel=1e-12)
+    for k in params:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_fused_kernels_train_as_the_torch_path(ethanol_h5, tmp_path):
+    """kernels: cpp (the fused CPU rotations) gives the loss and weight gradients of kernels:
+    torch to round-off, in float64 and float32, and the backend is restored after the steps."""
+    from ase_so3.so3 import cpu_kernels
+    model_config = {**TINY, "lmax": 2, "mmax": 2, "message_centre": True, "message_gate": True,
+                    "edge_degree_embedding": True}
+    for dtype, tol in (("float64", 1e-10), ("float32", 2e-4)):
+        results = {}
+        for kernels in ("torch", "cpp"):
+            trainer = Trainer(_cfg(ethanol_h5, tmp_path / kernels, dtype=dtype, grad_clip=0,
+                                   model_config=model_config, kernels=kernels))
+            batch = trainer.train_set.collate([0, 1, 2, 3], trainer.dtype, "cpu")
+            with trainer.step_context(log=lambda *_: None):
+                assert cpu_kernels.get_backend() == kernels
+                results[kernels] = _step_gradients(trainer, batch)
+            assert cpu_kernels.get_backend() == "torch"
+        (loss_t, grad_t), (loss_c, grad_c) = results["torch"], results["cpp"]
+        assert loss_c == pytest.approx(loss_t, rel=tol)
+        for k in grad_t:
+            torch.testing.assert_close(grad_c[k], grad_t[k], rtol=tol, atol=tol * 1e-2, msg=k)
+    with pytest.raises(ValueError, match="kernels must be auto, cpp or torch"):
+        _cfg(ethanol_h5, tmp_path / "bad", kernels="fast")
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(ethanol_h5, tmp_path, monkeypatch):
     trainer = Trainer(_cfg(ethanol_h5, tmp_path / "nan"))
     import ase_so3.training.trainer as tm

@@ -94,6 +94,7 @@ class Potential(nn.Module):
     """Base class: species handling, energy assembly and the save format."""
 
     name: ClassVar[str] = ""
+    uses_edge_frame: ClassVar[bool] = False  # rotates features into edge frames (so3.cpu_kernels)
     config_class: ClassVar[type] = PotentialConfig
 
     def __init__(self, config=None, **kwargs):

@@ -76,7 +76,13 @@ class RadialWeights(nn.Module):
         self.mlp = MLP([num_basis, hidden, hidden, math.prod(out_shape)])
 
     def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        w = self.mlp(basis) * envelope[:, None]
+        # envelope * (h W + b) as one product [envelope * h, envelope] [W; b]: no pass over the
+        # wide output (nor its derivatives in a force loss)
+        h = basis
+        for k in range(len(self.mlp) - 1):
+            h = self.mlp[k](h)
+        last, env = self.mlp[-1], envelope[:, None]
+        w = torch.cat([env * h, env], dim=1) @ torch.cat([last.weight.T, last.bias[None]], dim=0)
         return w.reshape(basis.shape[0], *self.out_shape)
 
 
@@ -94,7 +100,9 @@ class EdgeFeatures(nn.Module):
                 edge_index: torch.Tensor) -> torch.Tensor:
         if not self.num_species:
             return basis
-        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(basis.dtype)
+        # a comparison, not F.one_hot, which reads the largest index back to the host
+        classes = torch.arange(self.num_species, device=species.device)
+        one_hot = (species[:, None] == classes).to(basis.dtype)
         return torch.cat([basis, one_hot[edge_index[K.SENDER]], one_hot[edge_index[K.RECEIVER]]],
                          dim=1)
 
@@ -160,7 +168,9 @@ def gate(x: torch.Tensor, gates: torch.Tensor, degree: torch.Tensor) -> torch.Te
     scalars = torch.nn.functional.silu(x[:, :1])
     if x.shape[1] == 1:
         return scalars
-    g = torch.sigmoid(gates)[:, degree[1:] - 1]
+    g = torch.sigmoid(gates)
+    if x.shape[1] != gates.shape[1] + 1:  # not one row per degree (the edge frame's m = 0 block)
+        g = g[:, degree[1:] - 1]
     return torch.cat([scalars, x[:, 1:] * g], dim=1)
 
 

@@ -92,7 +92,11 @@ class ESCNInteraction(nn.Module):
         cfg = self.cfg
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
         h = self.norm(x) if cfg.norm else x
-        h_edge = torch.cat([h[src], h[dst]], dim=2) if cfg.message_centre else h[src]
+        if cfg.message_centre:  # both ends in one gather: [E, 2, D, C] -> [E, D, 2C]
+            pair = h[edge_index.T]  # (the same as cat([h[src], h[dst]], 2), cheaper to train)
+            h_edge = pair.transpose(1, 2).reshape(pair.shape[0], h.shape[1], 2 * h.shape[2])
+        else:
+            h_edge = h[src]
         x_rot = so2.rotate_to_edge_frame(h_edge, frame)  # per |m|: [E, rows_m, C]
         msg = so2.rotate_from_edge_frame(self.conv(x_rot, edge, envelope), frame)  # [E, D, C]
         if cfg.message_gate:
@@ -113,6 +117,7 @@ class ESCN(Potential):
 
     name = "escn"
     config_class = ESCNConfig
+    uses_edge_frame = True
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

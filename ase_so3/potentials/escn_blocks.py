@@ -66,8 +66,7 @@ class GatedSO2Message(nn.Module):
         self.conv1 = SO2Convolution(lmax, mmax, c_in, hidden, num_basis, radial_hidden,
                                     extra_m0=lmax * hidden)
         self.weights2 = _so2_weights(lmax, mmax, hidden, c_out)
-        for m, d in enumerate(_block_degrees(lmax, mmax)):
-            self.register_buffer(f"degree{m}", d, persistent=False)
+        self.register_buffer("degree0", _block_degrees(lmax, mmax)[0], persistent=False)
 
     def forward(self, x_rot: list[torch.Tensor], edge: torch.Tensor,
                 envelope: torch.Tensor) -> list[torch.Tensor]:
@@ -85,8 +84,9 @@ class GatedSO2Message(nn.Module):
         y[0] = gate(y[0], gates, self.degree0)
         if len(y) > 1:
             sig = torch.sigmoid(gates)  # once for all m > 0 blocks
-            for m in range(1, len(y)):
-                y[m] = y[m] * sig[:, getattr(self, f"degree{m}") - 1]
+            for m in range(1, len(y)):  # rows l = m..lmax for +m, then for -m: a broadcast
+                n = self.lmax - m + 1
+                y[m] = (y[m].view(e, 2, n, h) * sig[:, None, m - 1:]).view(e, 2 * n, h)
         return so2.so2_linear(y, list(self.weights2), self.lmax, self.mmax)
 
 

@@ -25,6 +25,7 @@ per source and CPU); CUDA tensors and ``torch.compile`` always take the torch-na
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -50,12 +51,28 @@ def set_backend(name: str) -> None:
     if name not in _BACKENDS:
         raise ValueError(f"unknown kernel backend {name!r}; use 'torch' or 'cpp'")
     if name == "cpp":
-        _load()
+        build()
     _BACKEND = name
+
+
+def build() -> None:
+    """Compile the kernels now if they were not yet (RuntimeError if they cannot be built)."""
+    _load()
 
 
 def get_backend() -> str:
     return _BACKEND
+
+
+@contextlib.contextmanager
+def using(name: str):
+    """The backend ``name`` inside the ``with`` block, the one before it afterwards."""
+    before = _BACKEND
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(before)
 
 
 def use_kernels(x: torch.Tensor) -> bool:

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0  # initial weights and batch order
     init_from: str | None = None  # start from this potential's weights (file or shipped name): fine-tuning
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    kernels: str = "auto"  # eSCN edge-frame rotations: cpp (fused CPU kernels), torch, auto (cpp on CPU if they build)
     preload: bool = True  # read all structures and neighbour lists up front (small data sets)
     num_workers: int = 0  # DataLoader worker processes that build batches ahead of training
     progress: bool = True  # progress bar per epoch
@@ -84,6 +85,8 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind.startswith("float") else int(value))
                 except ValueError:
                     raise ValueError(f"option {f.name} must be a number, got {value!r}") from None
+        if self.kernels not in ("auto", "cpp", "torch"):
+            raise ValueError(f"kernels must be auto, cpp or torch, got {self.kernels!r}")
         if self.scheduler == "cosine_budget":
             if not self.time_budget_minutes:
                 raise ValueError("scheduler: cosine_budget decays the learning rate over the time "

@@ -25,6 +25,7 @@ from ase_so3.errors import ASESO3Error
 from ase_so3.io_utils import atomic_path
 from ase_so3.potentials import build_potential, get_model_class
 from ase_so3.potentials.forces import energy_forces_stress
+from ase_so3.so3 import cpu_kernels
 from ase_so3.training.config import TrainConfig
 from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
                                    fit_atomic_energies, species_in)
@@ -82,6 +83,7 @@ class Trainer:
         self.init_metadata = init_weights(self.model, cfg.init_from) if cfg.init_from else None
         self.model.to(device=self.device, dtype=self.dtype)
         self.model_config = self.model.config.to_dict()
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
         self.optimizer = opt(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -117,7 +119,8 @@ class Trainer:
             raise TrainingDivergedError(
                 f"the loss became {loss.item()} in epoch {self.epoch + 1}; "
                 f"{self._divergence_advice()}")
-        loss.backward()
+        # only the weights: the positions' own second derivatives are not needed
+        loss.backward(inputs=self._params)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             if not torch.isfinite(norm):
@@ -255,7 +258,6 @@ class Trainer:
     def fit(self, resume: bool = False, log=print, resume_from: str | Path | None = None) -> dict:
         """Train. ``resume``: continue from ``checkpoint_last.pt`` if there is one;
         ``resume_from``: continue from that checkpoint (for example ``checkpoint_best.pt``)."""
-        from tqdm import tqdm
         cfg, main = self.cfg, self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -267,6 +269,31 @@ class Trainer:
             log(f"resumed from epoch {self.epoch} ({resume_from})")
         elif resume and self.resume():
             log(f"resumed from epoch {self.epoch}")
+        with self.step_context(log):
+            return self._fit(log)
+
+    def step_context(self, log=print):
+        """What every training step runs in (:meth:`fit` enters it): the edge-frame backend of
+        :mod:`ase_so3.so3.cpu_kernels` chosen by ``kernels``, restored afterwards."""
+        return cpu_kernels.using(self._kernel_backend(log))
+
+    def _kernel_backend(self, log) -> str:
+        """The edge-frame backend of :mod:`ase_so3.so3.cpu_kernels` this run trains with."""
+        choice = self.cfg.kernels
+        if choice == "auto":
+            if self.device.type != "cpu" or not self.model.uses_edge_frame:
+                return cpu_kernels.get_backend()
+            try:
+                cpu_kernels.build()  # on first use on this machine (g++, ninja)
+            except RuntimeError as exc:
+                log(f"training without the fused CPU kernels (kernels: torch): {exc}")
+                return "torch"
+            return "cpp"
+        return choice
+
+    def _fit(self, log) -> dict:
+        cfg, main = self.cfg, self.rank == 0
+        from tqdm import tqdm
         budget = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else math.inf
         stop_reason = "max_epochs"
         while self.epoch < cfg.max_epochs:
