@@ -42,6 +42,18 @@ def test_projected_minutes_follow_the_power_law_of_the_curve():
     assert pub.target_forces_mae("tfn", "uracil") is None
 
 
+def test_a_flat_curve_projects_nothing_whatever_sign_its_fitted_slope_has(monkeypatch):
+    """A flat curve's least-squares slope is round-off (-2e-15 on one machine, +2e-15 on
+    another): the projection is decided on the data, not on that sign."""
+    import numpy as np
+    flat = [{"elapsed_s": 60.0 * m, "val_forces_mae_meV_per_A": 30.0} for m in range(1, 21)]
+    fit = np.polyfit
+    for sign in (-1, 1):
+        monkeypatch.setattr(np, "polyfit", lambda x, y, d, s=sign: (s * 2e-15, fit(x, y, d)[1]))
+        assert pub.project_minutes(flat, 10.0) is None
+        assert pub.project_from_budgets({"4": 30.0, "16": 30.0}, 10.0)[0] is None
+
+
 def test_projection_from_two_budgets_follows_their_power_law(tmp_path):
     # F = 100 t^-0.5: 50 at 4 min, 25 at 16 min -> 10 meV/Å at 100 minutes
     minutes, b = pub.project_from_budgets({"4": 50.0, "16": 25.0}, 10.0)

@@ -56,8 +56,8 @@ def project_minutes(history: list[dict], target_val: float, tail: float = 0.5) -
     if best[-1] <= target_val:
         return float(t[np.argmax(best <= target_val)])
     keep = t >= t[-1] * (1 - tail)
-    if keep.sum() < 3:
-        return None
+    if keep.sum() < 3 or not best[keep][-1] < best[keep][0]:  # decided on the data: a flat
+        return None  # curve's fitted slope is a round-off of either sign
     b, a = np.polyfit(np.log(t[keep]), np.log(best[keep]), 1)
     if b >= 0:
         return None
@@ -78,7 +78,7 @@ def project_from_budgets(points: dict, target: float) -> tuple[float | None, flo
     if f[-1] <= target:
         return float(t[-1]), None
     b, a = np.polyfit(np.log(t), np.log(f), 1)
-    if b >= 0:
+    if not f.min() < f[0] or b >= 0:  # the error does not fall with the budget
         return None, float(b)
     return float(np.exp((np.log(target) - a) / b)), float(b)
 
