@@ -162,6 +162,9 @@ def _cmd_benchmark(args) -> int:
     if args.which == "pareto":
         from ase_so3.benchmark.pareto import main as pareto_main
         return pareto_main(args.rest)
+    if args.which == "training-speed":
+        from ase_so3.benchmark.training_speed import main as training_speed_main
+        return training_speed_main(args.rest)
     if args.which == "attention":
         from ase_so3.benchmark.attention_study import main as study_main
         return study_main(args.rest)
@@ -237,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each eSCN option buys), pareto (latency at matched accuracy), stability (MD "
                         "stability of one potential, batched replicas), report "
                         "(rebuild a report), scaling (eSCN vs TFN cost vs lmax), attention "
-                        "(SE(3)-attention invariants study)")
+                        "(SE(3)-attention invariants study), training-speed (structures/s of "
+                        "training steps, ours vs MACE)")
     bm.add_argument("which", choices=["run", "learning", "ablation", "pareto", "stability",
-                                      "report", "scaling", "attention"])
+                                      "report", "scaling", "attention", "training-speed"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 

@@ -1,0 +1,38 @@
+"""``ase-so3 benchmark training-speed``: runs end to end on a small data set (no timing is
+asserted: the benchmark measures, the test checks that it measures what it says)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ase_so3.benchmark import training_speed
+from tests.conftest import RMD17
+
+pytestmark = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_training_speed_table_with_baseline_and_mace(ethanol_h5, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(ethanol_h5, data / "ethanol.h5")
+    out = tmp_path / "out"
+    assert training_speed.main(["--data", str(data), "--molecules", "ethanol", "--models",
+                                "escn", "mace", "--steps", "3", "--warmup", "1", "--baseline",
+                                str(ROOT), "--profile", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    rows = {(r["model"], r["code"]): r for r in result["rows"]}
+    assert set(rows) == {("escn", "baseline"), ("escn", "this"), ("mace", "this")}
+    for r in rows.values():
+        assert r["structures_per_s"] > 0 and r["parameters"] > 1000
+    assert rows["escn", "this"]["package"] == str(ROOT / "ase_so3")
+    profile = rows["escn", "this"]["profile"]
+    assert set(profile["phases_ms"]) == {"forward", "forces", "backward", "optimizer+EMA"}
+    assert profile["operators"] and all(o["ms_per_step"] >= 0 for o in profile["operators"])
+    table = (out / "results.md").read_text()
+    assert "| ethanol | escn | this" in table and "| ethanol | mace |" in table
+    assert "Where one eSCN step goes" in table
+    with pytest.raises(SystemExit):
+        training_speed.main(["--data", str(data), "--steps", "2", "--warmup", "2"])
