@@ -38,14 +38,13 @@ def load_structure(spec: str):
 
 
 def _plot(log_rows: list[dict], path: Path) -> Path | None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure of its own: no pyplot state, the caller's backend left alone
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     t = [r["time_fs"] for r in log_rows]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig = Figure(figsize=(7, 6))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     for key, label in (("total_eV", "total"), ("potential_eV", "potential"),
                        ("kinetic_eV", "kinetic")):
         e = np.asarray([r[key] for r in log_rows])
@@ -57,7 +56,6 @@ def _plot(log_rows: list[dict], path: Path) -> Path | None:
     ax2.set_xlabel("time (fs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -27,6 +27,29 @@ def test_md_writes_trajectory_log_and_plot(tmp_path, capsys):
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 22
 
 
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """The MD energy plot and the parity plot draw on Figures of their own: a notebook user's
+    backend is not switched."""
+    import matplotlib
+    import numpy as np
+
+    from ase_so3.md import _plot
+    from ase_so3.training.evaluate import _parity_plot
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        rows = [{"time_fs": t, "total_eV": 0.0, "potential_eV": -t, "kinetic_eV": t,
+                 "temperature_K": 300.0} for t in range(5)]
+        _plot(rows, tmp_path / "md.png")
+        x = np.linspace(0, 1, 20)
+        _parity_plot({"energy_per_atom": (x, x), "forces": (x, x)}, tmp_path / "parity.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "md.png").stat().st_size > 1000
+    assert (tmp_path / "parity.png").stat().st_size > 1000
+
+
 def test_md_nvt_extxyz(tmp_path):
     assert main(["md", "ethanol", "--untrained", "escn", "--ensemble", "nvt", "--steps", "6",
                  "--output", str(tmp_path), "--quiet", "--format", "extxyz", "--interval", "3"]) == 0

@@ -45,19 +45,17 @@ def evaluate_potential(potential, data, split: str = "test", batch_size: int = 3
 
 
 def _parity_plot(parity: dict, path: Path, title: str | None = None):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure of its own: no pyplot state, the caller's backend left alone
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     from ase_so3.plotting import parity_panel
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    axes = fig.subplots(1, 2)
     parity_panel(axes[0], *parity["energy_per_atom"], "energy", fontsize=9)
     parity_panel(axes[1], *parity["forces"], "forces", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return str(path)
