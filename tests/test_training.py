@@ -208,6 +208,36 @@ def test_fused_kernels_train_as_the_torch_path(ethanol_h5, tmp_path):
         _cfg(ethanol_h5, tmp_path / "bad", kernels="fast")
 
 
+def test_a_second_training_into_a_folder_in_use_is_refused(ethanol_h5, tmp_path):
+    """One writer per output folder: while a process trains into it, another training there
+    stops at once, naming the holder; after the holder is killed with kill -9, --resume works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ase_so3.io_utils import FolderInUseError
+    out = tmp_path / "run"
+    first = Trainer(_cfg(ethanol_h5, out, max_epochs=1))
+    first.fit(log=lambda *_: None)
+    holder = subprocess.Popen(  # holds the lock as a training does, until killed
+        [sys.executable, "-c", "import sys, time\nfrom ase_so3.io_utils import folder_lock\n"
+         f"with folder_lock({str(out)!r}, 'ase-so3 train'):\n"
+         "    print('locked', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = Trainer(_cfg(ethanol_h5, out, max_epochs=2))
+        with pytest.raises(FolderInUseError, match=f"pid {holder.pid} on .*started .*output="):
+            second.fit(resume=True, log=lambda *_: None)
+        assert second.epoch == 0  # refused before anything was read or written
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    resumed = Trainer(_cfg(ethanol_h5, out, max_epochs=2))
+    assert resumed.fit(resume=True, log=lambda *_: None)["epochs"] == 2
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(ethanol_h5, tmp_path, monkeypatch):
     trainer = Trainer(_cfg(ethanol_h5, tmp_path / "nan"))
     import ase_so3.training.trainer as tm

@@ -64,6 +64,22 @@ def get_backend() -> str:
     return _BACKEND
 
 
+def resolve(choice: str, applies: bool, log=print) -> str:
+    """The backend for a ``kernels`` option (``auto``, ``cpp`` or ``torch``): ``auto`` is
+    ``cpp`` where the kernels ``apply`` (a model with edge frames on CPU) and build, else the
+    current backend."""
+    if choice != "auto":
+        return choice
+    if not applies:
+        return _BACKEND
+    try:
+        build()  # on first use on this machine (g++, ninja)
+    except RuntimeError as exc:
+        log(f"without the fused CPU kernels (kernels: torch): {exc}")
+        return "torch"
+    return "cpp"
+
+
 @contextlib.contextmanager
 def using(name: str):
     """The backend ``name`` inside the ``with`` block, the one before it afterwards."""

@@ -9,6 +9,7 @@ Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -22,7 +23,7 @@ import yaml
 
 from ase_so3 import keys as K
 from ase_so3.errors import ASESO3Error
-from ase_so3.io_utils import atomic_path
+from ase_so3.io_utils import atomic_path, folder_lock
 from ase_so3.potentials import build_potential, get_model_class
 from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.so3 import cpu_kernels
@@ -257,39 +258,33 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False, log=print, resume_from: str | Path | None = None) -> dict:
         """Train. ``resume``: continue from ``checkpoint_last.pt`` if there is one;
-        ``resume_from``: continue from that checkpoint (for example ``checkpoint_best.pt``)."""
-        cfg, main = self.cfg, self.rank == 0
-        if main:
+        ``resume_from``: continue from that checkpoint (for example ``checkpoint_best.pt``).
+        The output folder is locked for the run (:func:`~ase_so3.io_utils.folder_lock`)."""
+        main = self.rank == 0
+        with (folder_lock(self.out, "ase-so3 train") if main else contextlib.nullcontext()), \
+                self.step_context(log):
+            self._start(resume, resume_from, log)
+            return self._fit(log)
+
+    def _start(self, resume: bool, resume_from, log) -> None:
+        if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(),
+                                                                 sort_keys=False))
             with atomic_path(self.out / "dataset_stats.json") as tmp:
-                tmp.write_text(json.dumps(logs.finite_or_none(self.stats), indent=2, allow_nan=False))
+                tmp.write_text(json.dumps(logs.finite_or_none(self.stats), indent=2,
+                                          allow_nan=False))
         if resume_from is not None:
             self.resume(Path(resume_from))
             log(f"resumed from epoch {self.epoch} ({resume_from})")
         elif resume and self.resume():
             log(f"resumed from epoch {self.epoch}")
-        with self.step_context(log):
-            return self._fit(log)
 
     def step_context(self, log=print):
         """What every training step runs in (:meth:`fit` enters it): the edge-frame backend of
         :mod:`ase_so3.so3.cpu_kernels` chosen by ``kernels``, restored afterwards."""
-        return cpu_kernels.using(self._kernel_backend(log))
-
-    def _kernel_backend(self, log) -> str:
-        """The edge-frame backend of :mod:`ase_so3.so3.cpu_kernels` this run trains with."""
-        choice = self.cfg.kernels
-        if choice == "auto":
-            if self.device.type != "cpu" or not self.model.uses_edge_frame:
-                return cpu_kernels.get_backend()
-            try:
-                cpu_kernels.build()  # on first use on this machine (g++, ninja)
-            except RuntimeError as exc:
-                log(f"training without the fused CPU kernels (kernels: torch): {exc}")
-                return "torch"
-            return "cpp"
-        return choice
+        applies = self.device.type == "cpu" and self.model.uses_edge_frame
+        return cpu_kernels.using(cpu_kernels.resolve(self.cfg.kernels, applies, log))
 
     def _fit(self, log) -> dict:
         cfg, main = self.cfg, self.rank == 0
