@@ -7,7 +7,8 @@ Every measurement runs in its own process with one torch thread, float32, batch 
 timed. ``--baseline DIR`` adds the same measurements with the ``ase_so3`` package of another
 checkout (for example a ``git worktree`` of an older commit) imported instead of this one.
 ``--profile`` adds where the time of one eSCN step goes: its phases and the operators that take
-the most time (``torch.profiler``).
+the most time (``torch.profiler``). ``--curves LABEL=RUN ...`` plots the validation force MAE of
+training runs against epochs and training time instead (learning per epoch, old code vs new).
 
     ase-so3 benchmark training-speed --data runs/h5 --molecules ethanol aspirin \\
         --baseline /tmp/ase_so3-e4aaba4 --profile --out docs/benchmarks/training_speed
@@ -203,32 +204,46 @@ def _commit(folder: Path) -> str:
 
 
 def run(args) -> dict:
+    """Every (molecule, model) measured ``--repeats`` times, the code versions taking turns, so a
+    drift of the machine's speed touches all alike; a row keeps the median and the range."""
+    import statistics
     here = Path(__file__).resolve().parents[2]
     rows = []
     for molecule in args.molecules:
         data = str(Path(args.data) / f"{molecule}.h5")
         for model in args.models:
-            base = {"model": model, "data": data, "steps": args.steps, "warmup": args.warmup,
-                    "config": str(here / "configs" / CONFIGS.get(model, ""))}
             versions = [("this", None)] if model == "mace" else [("this", str(here))]
             if args.baseline and model != "mace":
                 versions.insert(0, ("baseline", str(Path(args.baseline).resolve())))
+            runs = {label: [] for label, _ in versions}
+            for rep in range(args.repeats):
+                for label, root in versions:
+                    spec = {"model": model, "data": data, "steps": args.steps,
+                            "warmup": args.warmup, "profile": args.profile and rep == 0
+                            and model == "escn" and label == "this"
+                            and molecule == args.molecules[-1]}
+                    if root:
+                        spec["config"] = str(Path(root) / "configs" / CONFIGS[model])
+                    result = _run(spec, root)
+                    if root and Path(result["package"]).resolve() != Path(root, "ase_so3").resolve():
+                        raise RuntimeError(f"the measurement of {root} imported "
+                                           f"{result['package']}")
+                    runs[label].append(result)
             for label, root in versions:
-                spec = dict(base, profile=args.profile and model == "escn" and label == "this"
-                            and molecule == args.molecules[-1])
-                if root:
-                    spec["config"] = str(Path(root) / "configs" / CONFIGS[model])
-                result = _run(spec, root)
-                if root and Path(result["package"]).resolve() != Path(root, "ase_so3").resolve():
-                    raise RuntimeError(f"the measurement of {root} imported {result['package']}")
-                result.update(molecule=molecule, model=model, code=label,
-                              commit=_commit(Path(root)) if root else "mace-torch",
-                              structures_per_s=5 / result["seconds_per_step"])
-                rows.append(result)
-                print(f"{molecule:10s} {model:16s} {label:9s} {result['commit']:>10s} "
-                      f"{result['structures_per_s']:7.1f} structures/s", flush=True)
+                results = runs[label]
+                rates = [5 / r["seconds_per_step"] for r in results]
+                row = {k: v for r in results for k, v in r.items() if k != "seconds_per_step"}
+                row.update(molecule=molecule, model=model, code=label,
+                           commit=_commit(Path(root)) if root else "mace-torch",
+                           structures_per_s=statistics.median(rates),
+                           structures_per_s_range=[min(rates), max(rates)])
+                rows.append(row)
+                print(f"{molecule:10s} {model:16s} {label:9s} {row['commit']:>14s} "
+                      f"{row['structures_per_s']:7.1f} structures/s "
+                      f"({min(rates):.1f}-{max(rates):.1f})", flush=True)
     return {"rows": rows, "machine": _machine(), "command": " ".join(sys.argv),
-            "date": time.strftime("%Y-%m-%d"), "commit": _commit(here)}
+            "date": time.strftime("%Y-%m-%d"), "commit": _commit(here),
+            "repeats": args.repeats, "steps": args.steps, "warmup": args.warmup}
 
 
 def _machine() -> dict:
@@ -249,6 +264,9 @@ def markdown(result: dict) -> str:
               f"Machine: {m['cpu']}, {m['cores']} cores, one torch thread per measurement, "
               f"Python {m['python']}, torch {rows[0]['torch']}; date {result['date']}, "
               f"commit {result['commit']}.", "",
+              f"Each row: the median of {result['repeats']} measurements (the code versions taking "
+              f"turns), {result['steps'] - result['warmup']} timed steps of batch 5 after "
+              f"{result['warmup']} untimed, float32; the range in brackets.", "",
               "| molecule | model | code | structures/s | x baseline | x MACE |",
               "|---|---|---|---|---|---|"]
     index = {(r["molecule"], r["model"], r["code"]): r for r in rows}
@@ -260,8 +278,9 @@ def markdown(result: dict) -> str:
         vs_mace = f"{r['structures_per_s'] / mace['structures_per_s']:.2f}" if mace else ""
         name = f"{r['code']} ({r['commit']}" + (f", ase_so3 {r['version']})" if r["model"] != "mace"
                                                else f" {r['version']})")
+        low, high = r["structures_per_s_range"]
         lines.append(f"| {r['molecule']} | {r['model']} | {name} | {r['structures_per_s']:.1f} "
-                     f"| {ratio} | {vs_mace} |")
+                     f"({low:.1f}-{high:.1f}) | {ratio} | {vs_mace} |")
     for r in rows:
         if "profile" in r:
             p = r["profile"]
@@ -275,6 +294,36 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_curves(runs: dict[str, str], path) -> dict:
+    """Validation force MAE per epoch of training runs (``label -> run folder``), one line each,
+    against epochs and against training seconds; returns the curves it drew."""
+    import csv
+
+    from matplotlib.figure import Figure
+    curves = {}
+    for label, folder in runs.items():
+        with open(Path(folder) / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        curves[label] = {k: [float(r[c]) for r in rows] for k, c in
+                         (("epoch", "epoch"), ("elapsed_s", "elapsed_s"),
+                          ("val_forces_mae", "val_forces_mae_meV_per_A"))}
+    fig = Figure(figsize=(10, 4))
+    by_epoch, by_time = fig.subplots(1, 2)
+    for label, c in curves.items():
+        by_epoch.plot(c["epoch"], c["val_forces_mae"], marker=".", label=label)
+        by_time.plot([t / 60 for t in c["elapsed_s"]], c["val_forces_mae"], marker=".",
+                     label=label)
+    for ax, xlabel in ((by_epoch, "epoch"), (by_time, "training time (min, one thread)")):
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation force MAE (meV/Å)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return curves
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ase-so3 benchmark training-speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,10 +334,20 @@ def main(argv=None) -> int:
                    choices=["escn", "tfn", "se3_transformer", "mace"])
     p.add_argument("--steps", type=int, default=60, help="steps per measurement, warm-up included")
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3, help="measurements of each row")
     p.add_argument("--baseline", help="a checkout of ase_so3 to measure side by side")
     p.add_argument("--profile", action="store_true", help="phases and operators of an eSCN step")
     p.add_argument("--out", help="folder for results.json and results.md")
+    p.add_argument("--curves", nargs="+", metavar="LABEL=RUN",
+                   help="only plot these training runs' validation curves into --out")
     args = p.parse_args(argv)
+    if args.curves:
+        runs = dict(item.split("=", 1) for item in args.curves)
+        out = Path(args.out or ".")
+        out.mkdir(parents=True, exist_ok=True)
+        curves = plot_curves(runs, out / "learning_curves.png")
+        (out / "learning_curves.json").write_text(json.dumps(curves, indent=1))
+        return 0
     if args.steps <= args.warmup:
         p.error("--steps must be larger than --warmup")
     result = run(args)
