@@ -109,6 +109,20 @@ class SO3Calculator(Calculator):
                                  "model is untested (cuda_graphs alone was the faster on GPU)")
             from ase_so3.cuda_graphs import CUDAGraphStep
             self.graph_step = CUDAGraphStep(self.potential)
+        # ASE's convention: the options in self.parameters, so todict() and trajectories record
+        # how the forces were computed
+        self.parameters.update(
+            potential=_describe(potential, model), device=str(self.device),
+            dtype=str(self.dtype).replace("torch.", ""), min_distance=min_distance, skin=skin,
+            max_atoms_per_chunk=max_atoms_per_chunk, compile=compile, cuda_graphs=cuda_graphs)
+
+    def set(self, **kwargs):
+        """ASE's ``set``; the options of the constructor are fixed (make a new calculator)."""
+        fixed = sorted(k for k in kwargs if k in _OPTIONS and kwargs[k] != self.parameters.get(k))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} of an SO3Calculator cannot change after it is "
+                             "made; create a new SO3Calculator with the new value")
+        return super().set(**kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         if "stress" in properties and not np.all((atoms if atoms is not None else self.atoms).pbc):
@@ -159,6 +173,18 @@ class SO3Calculator(Calculator):
                 res = energy_forces_stress(self.potential, graph, forces=True, stress=any(periodic))
             out.extend(_ase_results(r, p) for r, p in zip(split_by_structure(res, graph), periodic))
         return out
+
+
+_OPTIONS = ("potential", "device", "dtype", "min_distance", "skin", "max_atoms_per_chunk",
+            "compile", "cuda_graphs")
+
+
+def _describe(spec, model) -> str | dict:
+    """The ``potential`` parameter: the shipped name or file path as given, or for a model
+    object its model name and config."""
+    if isinstance(spec, (str, Path)):
+        return str(spec)
+    return {"model": model.name, "config": model.config.to_dict()}
 
 
 def _ase_results(r: dict, periodic: bool) -> dict:

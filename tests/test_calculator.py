@@ -99,6 +99,26 @@ def test_loads_from_file_and_by_bad_name(tmp_path, ethanol):
         SO3Calculator("no-such-potential")
 
 
+def test_todict_records_the_options_and_trajectories_keep_them(ethanol, tmp_path):
+    """ASE's conventions: the calculator's options are its parameters, so todict() and a
+    trajectory written with it record potential, dtype and device; they cannot change later."""
+    from ase.io import Trajectory, read
+    model = make_model("escn")
+    calc = SO3Calculator(model, dtype="float32", skin=0.3)
+    params = calc.todict()
+    assert params["dtype"] == "float32" and params["device"] == "cpu" and params["skin"] == 0.3
+    assert params["potential"]["model"] == "escn"
+    assert params["potential"]["config"]["lmax"] == model.config.lmax
+    ethanol.calc = calc
+    ethanol.get_forces()
+    with Trajectory(tmp_path / "t.traj", "w") as traj:
+        traj.write(ethanol)
+    assert read(tmp_path / "t.traj").calc.parameters["dtype"] == "float32"
+    with pytest.raises(ValueError, match="dtype of an SO3Calculator cannot change"):
+        calc.set(dtype="float64")
+    calc.set(dtype="float32")  # unchanged: allowed, as in ASE
+
+
 def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here; the CUDA path is exercised by test_cuda_matches_cpu")
