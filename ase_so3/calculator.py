@@ -19,6 +19,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ase_so3.errors import ConfigError, UnavailableError
 from ase_so3.graph import atoms_to_graph
 from ase_so3.loading import load_potential
 from ase_so3.neighbors import VerletNeighborList
@@ -33,13 +34,13 @@ def parse_dtype(dtype) -> torch.dtype:
     try:
         return _DTYPES[dtype]
     except (KeyError, TypeError):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
 
 
 def parse_device(device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available "
+        raise UnavailableError(f"device {str(device)!r} was requested but CUDA is not available "
                            "(torch.cuda.is_available() is False); use device='cpu'")
     return device
 
@@ -96,16 +97,16 @@ class SO3Calculator(Calculator):
             p.requires_grad_(False)
         self.neighbors = VerletNeighborList(self.potential.cutoff, skin)
         if max_atoms_per_chunk is not None and max_atoms_per_chunk < 1:
-            raise ValueError("max_atoms_per_chunk must be a positive number of atoms (or None)")
+            raise ConfigError("max_atoms_per_chunk must be a positive number of atoms (or None)")
         self.max_atoms_per_chunk = max_atoms_per_chunk
         if compile:
             self.potential.compile(compile if isinstance(compile, str) else None)
         self.graph_step = None
         if cuda_graphs:
             if self.device.type != "cuda":
-                raise ValueError(f"cuda_graphs=True needs a CUDA device, not {str(self.device)!r}")
+                raise ConfigError(f"cuda_graphs=True needs a CUDA device, not {str(self.device)!r}")
             if compile:
-                raise ValueError("use compile or cuda_graphs, not both: capturing a compiled "
+                raise ConfigError("use compile or cuda_graphs, not both: capturing a compiled "
                                  "model is untested (cuda_graphs alone was the faster on GPU)")
             from ase_so3.cuda_graphs import CUDAGraphStep
             self.graph_step = CUDAGraphStep(self.potential)
@@ -120,7 +121,7 @@ class SO3Calculator(Calculator):
         """ASE's ``set``; the options of the constructor are fixed (make a new calculator)."""
         fixed = sorted(k for k in kwargs if k in _OPTIONS and kwargs[k] != self.parameters.get(k))
         if fixed:
-            raise ValueError(f"{', '.join(fixed)} of an SO3Calculator cannot change after it is "
+            raise ConfigError(f"{', '.join(fixed)} of an SO3Calculator cannot change after it is "
                              "made; create a new SO3Calculator with the new value")
         return super().set(**kwargs)
 

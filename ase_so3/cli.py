@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ase_so3.allocator import configure_from_environment
+from ase_so3.errors import ASESO3Error
 
 
 def _cmd_info(args) -> int:
@@ -262,9 +263,9 @@ def main(argv=None) -> int:
                 "ipi-client": _cmd_ipi_client}
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
-        print(f"ase-so3 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (ASESO3Error, FileNotFoundError) as exc:  # what the user can fix, said in a line;
+        print(f"ase-so3 {args.command}: error: {exc}", file=sys.stderr)  # anything else is a
+        return 2  # bug and keeps its traceback
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import torch
 
 from ase_so3 import keys as K
+from ase_so3.errors import ConfigError
 from ase_so3.potentials.forces import energy_forces_stress
 
 DUMMY_BOND = (0.0, 0.6, 0.8)  # Å: the dummy atoms' separation, well inside any cutoff
@@ -106,7 +107,7 @@ class CUDAGraphStep:
     def __init__(self, potential, headroom: float = 1.15, granularity: int = 64,
                  max_captures: int = 4):
         if headroom < 1.0 or granularity < 1 or max_captures < 1:
-            raise ValueError("headroom must be >= 1, granularity and max_captures >= 1")
+            raise ConfigError("headroom must be >= 1, granularity and max_captures >= 1")
         self.potential = potential
         self.headroom, self.granularity, self.max_captures = headroom, granularity, max_captures
         self.captures: OrderedDict[tuple, _Capture] = OrderedDict()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_so3.errors import ConfigError, MissingFileError
+
 
 @dataclass
 class MDResult:
@@ -33,7 +35,7 @@ def load_structure(spec: str):
         return read(path, index=-1)
     if spec in named_structures():
         return load_named_structure(spec)
-    raise FileNotFoundError(f"{spec!r} is neither a structure file nor a shipped molecule "
+    raise MissingFileError(f"{spec!r} is neither a structure file nor a shipped molecule "
                             f"({', '.join(named_structures())})")
 
 
@@ -90,7 +92,7 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
         dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
                        friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
     else:
-        raise ValueError("ensemble must be 'nve' or 'nvt'")
+        raise ConfigError("ensemble must be 'nve' or 'nvt'")
     traj_path = out / ("trajectory.traj" if traj_format == "traj" else "trajectory.extxyz")
     if traj_path.exists():
         traj_path.unlink()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from vesin import NeighborList
 
+from ase_so3.errors import ConfigError
+
 
 def neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
     """Full list of pairs closer than ``cutoff``.
@@ -42,7 +44,7 @@ class VerletNeighborList:
 
     def __init__(self, cutoff: float, skin: float = 0.5):
         if skin < 0:
-            raise ValueError("skin must be >= 0")
+            raise ConfigError("skin must be >= 0")
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.builds = 0
         self._ref = None  # (positions, cell, pbc, centre, neighbour, shifts)

@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from ase_so3.errors import ConfigError
 _BACKEND = os.environ.get("ASE_SO3_SCATTER", "torch")
 
 
@@ -18,7 +19,7 @@ def set_backend(name: str) -> None:
     """``"torch"`` (default) or ``"torch_scatter"`` (requires the optional torch-scatter package)."""
     global _BACKEND
     if name not in ("torch", "torch_scatter"):
-        raise ValueError(f"unknown scatter backend {name!r}; use 'torch' or 'torch_scatter'")
+        raise ConfigError(f"unknown scatter backend {name!r}; use 'torch' or 'torch_scatter'")
     if name == "torch_scatter":
         try:
             import torch_scatter  # noqa: F401

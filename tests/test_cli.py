@@ -50,6 +50,24 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
     assert (tmp_path / "parity.png").stat().st_size > 1000
 
 
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    """The CLI turns the project's own errors (what a user can fix) into one line and exit code
+    2; any other exception is a bug and propagates with its traceback."""
+    import ase_so3.cli as cli
+    config = tmp_path / "c.yaml"
+    config.write_text("model: escn\nkernels: fast\n")
+    assert main(["train", str(config), "data=x.h5"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("ase-so3 train: error: kernels must be auto, cpp or torch")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    def broken(args):
+        raise ValueError("a bug, not a user error")
+    monkeypatch.setitem(cli.__dict__, "_cmd_info", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["info"])
+
+
 def test_md_nvt_extxyz(tmp_path):
     assert main(["md", "ethanol", "--untrained", "escn", "--ensemble", "nvt", "--steps", "6",
                  "--output", str(tmp_path), "--quiet", "--format", "extxyz", "--interval", "3"]) == 0

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_so3.errors import ConfigError
 from ase_so3.io_utils import atomic_path
 
 SETTINGS = ("r", "inverse", "mixed")
@@ -62,7 +63,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
                   threads=args.threads, seed=seed, progress=False)
     if args.config is None:
         if args.architecture != "note" or cutoff is None:
-            raise ValueError("--architecture recommended needs --config (a training config); "
+            raise ConfigError("--architecture recommended needs --config (a training config); "
                              "the note's model without one needs --cutoffs")
         base = TrainConfig(model="se3_transformer", batch_size=args.batch_size,
                            lr=NOTE_LR if args.lr is None else args.lr, plateau_patience=5, **common)
@@ -70,7 +71,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
     else:
         base = TrainConfig.load(args.config, [f"data={h5}"])
         if base.model != "se3_transformer":
-            raise ValueError(f"{args.config} trains {base.model!r}; the study needs an "
+            raise ConfigError(f"{args.config} trains {base.model!r}; the study needs an "
                              "se3_transformer config")
         model = (dict(base.model_config) if args.architecture == "recommended"
                  else dict(NOTE_MODEL))

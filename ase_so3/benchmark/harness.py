@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_so3.errors import MissingFileError, UnknownNameError
 from ase_so3.io_utils import atomic_path
 
 OUR_MODELS = ("tfn", "se3_transformer", "escn")
@@ -89,7 +90,7 @@ def prepare_data(args, molecule: str, out: Path) -> Path:
         files = [src / f"rmd17_{molecule}_train_01.npz", src / f"rmd17_{molecule}_test_01.npz"]
         for f in files:
             if not f.is_file():
-                raise FileNotFoundError(f"{f} not found; point --data-dir at the rMD17 .npz files")
+                raise MissingFileError(f"{f} not found; point --data-dir at the rMD17 .npz files")
         convert_to_hdf5(files, h5, n_train=args.train, n_val=args.val, seed=0)
     return h5
 
@@ -125,7 +126,7 @@ def shipped(model: str, molecule: str) -> dict:
     from ase_so3.pretrained import list_potentials, model_card
     name = f"{model}-rmd17-{molecule}"
     if name not in list_potentials():
-        raise KeyError(f"no shipped {name}; use --ours train to train it in the harness")
+        raise UnknownNameError(f"no shipped {name}; use --ours train to train it in the harness")
     card = model_card(name)
     training = card.get("training", {})
     metrics = Path("training_runs") / name / "metrics.csv"  # archived run, in a source checkout

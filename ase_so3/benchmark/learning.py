@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ase_so3.benchmark.harness import Results, environment, prepare_data
+from ase_so3.errors import ConfigError
 
 # MACE's rMD17 recipe (Batatia et al. 2022; mace-torch README) at two sizes; the
 # width is the only change from its published models (256 channels), for CPU budgets.
@@ -57,7 +58,7 @@ def parse_models(items: list[str]) -> dict[str, dict]:
         elif "=" in head:
             out[name] = {"kind": "ours", "config": config, "overrides": overrides}
         else:
-            raise ValueError(f"model {item!r}: use NAME=CONFIG.yaml for ours or one of "
+            raise ConfigError(f"model {item!r}: use NAME=CONFIG.yaml for ours or one of "
                              f"{sorted(MACE_SIZES)}")
     return out
 

@@ -22,6 +22,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ase_so3.errors import ASESO3Error, UnavailableError
+
 # Settings for the equal-budget runs: MACE's defaults except a smaller width so that a CPU budget
 # of tens of minutes gives it a fair number of epochs (MACE's rMD17 paper models use 256 channels).
 DEFAULT_SETTINGS = {
@@ -32,8 +34,12 @@ DEFAULT_SETTINGS = {
 }
 
 
-class MACENotAvailable(RuntimeError):
-    pass
+class MACENotAvailable(UnavailableError):
+    """mace-torch is not installed."""
+
+
+class TrainingFailedError(ASESO3Error, RuntimeError):
+    """MACE's own training ended without a model; its log says why."""
 
 
 def mace_available() -> bool:
@@ -262,11 +268,11 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
         stopped, status = _run_for(command, budget_s - spent, log_path, threads)
         seconds = time.perf_counter() - start
     if not stopped and status != 0:
-        raise RuntimeError(f"mace_run_train failed (exit {status}); see {log_path}")
+        raise TrainingFailedError(f"mace_run_train failed (exit {status}); see {log_path}")
     before = checkpoint_epochs(work_dir / "checkpoints")
     epoch = keep_within_budget(work_dir, budget_s)
     if epoch is None:
-        raise RuntimeError(f"MACE saved no checkpoint within {budget_minutes} min; see {log_path}")
+        raise TrainingFailedError(f"MACE saved no checkpoint within {budget_minutes} min; see {log_path}")
     model = work_dir / "mace.model"
     if stopped or resumed_after is not None or max(before) != epoch or not model.is_file():
         log(f"MACE: {spent + seconds:.0f} s of training; exporting epoch {epoch}, the newest "
@@ -274,7 +280,7 @@ def train_mace(data_dir: Path, work_dir: Path, budget_minutes: float, seed: int 
         model.unlink(missing_ok=True)
         export_epoch(base, epoch, log_path, threads)
     if not model.is_file():
-        raise RuntimeError(f"MACE wrote no model file; see {log_path}")
+        raise TrainingFailedError(f"MACE wrote no model file; see {log_path}")
     return {"model": str(model), "epochs": checkpoint_times(log_path)[epoch]["index"] + 1,
             "train_seconds": min(budget_s, spent + seconds),
             "structures_per_s": _throughput(log_path, data_dir / "train.xyz"),

@@ -26,6 +26,12 @@ from pathlib import Path
 
 import yaml
 
+from ase_so3.errors import ASESO3Error
+
+class MeasurementError(ASESO3Error, RuntimeError):
+    """A measurement's process failed; its standard error says why."""
+
+
 CONFIGS = {"escn": "escn-rmd17.yaml", "tfn": "tfn-rmd17.yaml",
            "se3_transformer": "se3_transformer-rmd17.yaml"}
 # MACE as the equal-budget comparison trains it (mace_backend.DEFAULT_SETTINGS): 64x0e+64x1o
@@ -191,7 +197,7 @@ def _run(spec: dict, package_root: str | None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=package_root)
     if proc.returncode != 0:
-        raise RuntimeError(f"measurement {spec} failed:\n{proc.stderr[-3000:]}")
+        raise MeasurementError(f"measurement {spec} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -226,7 +232,7 @@ def run(args) -> dict:
                         spec["config"] = str(Path(root) / "configs" / CONFIGS[model])
                     result = _run(spec, root)
                     if root and Path(result["package"]).resolve() != Path(root, "ase_so3").resolve():
-                        raise RuntimeError(f"the measurement of {root} imported "
+                        raise MeasurementError(f"the measurement of {root} imported "
                                            f"{result['package']}")
                     runs[label].append(result)
             for label, root in versions:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ase_so3.errors import UnknownNameError
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -16,5 +18,5 @@ def load_named_structure(name: str):
     from ase.io import read
     path = HERE / f"{name}.xyz"
     if not path.is_file():
-        raise KeyError(f"no shipped structure {name!r}; available: {', '.join(named_structures())}")
+        raise UnknownNameError(f"no shipped structure {name!r}; available: {', '.join(named_structures())}")
     return read(path)

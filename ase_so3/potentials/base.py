@@ -17,7 +17,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from torch import nn
 
 from ase_so3 import keys as K
-from ase_so3.errors import UnknownElementError
+from ase_so3.errors import ConfigError, UnknownElementError
 from ase_so3.graph import edge_vectors, num_graphs
 from ase_so3.scatter import scatter_sum
 from ase_so3.tracing import static_shapes_required
@@ -29,15 +29,15 @@ def normalize_species(species) -> tuple[int, ...]:
     for s in species:
         if isinstance(s, str):
             if s not in atomic_numbers:
-                raise ValueError(f"unknown chemical symbol {s!r}")
+                raise ConfigError(f"unknown chemical symbol {s!r}")
             out.add(atomic_numbers[s])
         else:
             z = int(s)
             if not 1 <= z < len(chemical_symbols):
-                raise ValueError(f"atomic number {z} out of range")
+                raise ConfigError(f"atomic number {z} out of range")
             out.add(z)
     if not out:
-        raise ValueError("a potential needs at least one element in `species`")
+        raise ConfigError("a potential needs at least one element in `species`")
     return tuple(sorted(out))
 
 
@@ -67,14 +67,14 @@ class PotentialConfig:
         object.__setattr__(self, "cutoff", float(self.cutoff))
         object.__setattr__(self, "avg_num_neighbors", float(self.avg_num_neighbors))
         if self.cutoff <= 0:
-            raise ValueError("cutoff must be positive (Å)")
+            raise ConfigError("cutoff must be positive (Å)")
         for name in ("lmax", "channels", "num_layers", "num_radial", "radial_hidden"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative integer")
+                raise ConfigError(f"{name} must be a non-negative integer")
         if self.channels < 1 or self.num_layers < 1 or self.num_radial < 1:
-            raise ValueError("channels, num_layers and num_radial must be >= 1")
+            raise ConfigError("channels, num_layers and num_radial must be >= 1")
         if int(self.ffn_hidden) != self.ffn_hidden or self.ffn_hidden < 0:
-            raise ValueError("ffn_hidden must be a non-negative integer (0: no feed-forward block)")
+            raise ConfigError("ffn_hidden must be a non-negative integer (0: no feed-forward block)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -86,7 +86,7 @@ class PotentialConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+            raise ConfigError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**d)
 
 

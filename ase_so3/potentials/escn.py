@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ase_so3 import keys as K
+from ase_so3.errors import ConfigError
 from ase_so3.potentials.base import Potential, PotentialConfig
 from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EdgeFeatures, EnergyReadout,
                                        MessagePassingLayer, PolynomialEnvelope, SpeciesEmbedding)
@@ -60,11 +61,11 @@ class ESCNConfig(PotentialConfig):
         if self.hidden_channels is None:
             object.__setattr__(self, "hidden_channels", self.channels)
         if self.lmax > 8:
-            raise ValueError("ESCN supports lmax up to 8")
+            raise ConfigError("ESCN supports lmax up to 8")
         if not 0 <= self.mmax <= self.lmax:
-            raise ValueError("mmax must satisfy 0 <= mmax <= lmax")
+            raise ConfigError("mmax must satisfy 0 <= mmax <= lmax")
         if self.hidden_channels < 1:
-            raise ValueError("hidden_channels must be >= 1")
+            raise ConfigError("hidden_channels must be >= 1")
 
 
 class ESCNInteraction(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ase_so3.errors import ConfigError
+
 REGISTRY: dict[str, type] = {}
 
 
@@ -17,7 +19,7 @@ def get_model_class(name: str):
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {sorted(REGISTRY)}") from None
+        raise ConfigError(f"unknown model {name!r}; registered models: {sorted(REGISTRY)}") from None
 
 
 def build_potential(name: str, **config):

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ase_so3 import keys as K
+from ase_so3.errors import ConfigError
 from ase_so3.potentials.base import Potential, PotentialConfig
 from ase_so3.potentials.blocks import (BesselBasis, DegreeLinear, EdgeFeatures, EnergyReadout,
                                        GateActivation, InverseDistanceBasis, NormActivation,
@@ -57,23 +58,23 @@ class SE3TransformerConfig(PotentialConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.distance_features not in DISTANCE_FEATURES:
-            raise ValueError(f"distance_features must be one of {DISTANCE_FEATURES}")
+            raise ConfigError(f"distance_features must be one of {DISTANCE_FEATURES}")
         if self.channels % self.num_heads:
-            raise ValueError("channels must be divisible by num_heads")
+            raise ConfigError("channels must be divisible by num_heads")
         if self.distance_features == "mixed" and self.num_heads % 2:
-            raise ValueError("distance_features='mixed' needs an even number of heads")
+            raise ConfigError("distance_features='mixed' needs an even number of heads")
         if self.degrees is not None:
             degrees = tuple(sorted({int(l) for l in self.degrees}))
             if not degrees or degrees[0] != 0:
-                raise ValueError("degrees must include 0 (the energy is read from scalars)")
+                raise ConfigError("degrees must include 0 (the energy is read from scalars)")
             object.__setattr__(self, "degrees", degrees)
             object.__setattr__(self, "lmax", degrees[-1])  # the layout holds 0..max(degrees)
         if self.lmax > 6:
-            raise ValueError("SE3Transformer supports lmax up to 6")
+            raise ConfigError("SE3Transformer supports lmax up to 6")
         if self.lmax_filter is None:
             object.__setattr__(self, "lmax_filter", 2 * self.lmax)
         if self.norm:
-            raise ValueError("the SE(3)-Transformer layer ends in its own layer norm; "
+            raise ConfigError("the SE(3)-Transformer layer ends in its own layer norm; "
                              "norm=True is for TFN and eSCN")
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ase_so3 import keys as K
+from ase_so3.errors import ConfigError
 from ase_so3.potentials.base import Potential, PotentialConfig
 from ase_so3.potentials.blocks import (BesselBasis, EdgeFeatures, EnergyReadout,
                                        MessagePassingLayer, PolynomialEnvelope, RadialWeights,
@@ -37,7 +38,7 @@ class TFNConfig(PotentialConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.lmax > 6:
-            raise ValueError("TFN supports lmax up to 6 (its cost grows as lmax^6); use ESCN")
+            raise ConfigError("TFN supports lmax up to 6 (its cost grows as lmax^6); use ESCN")
         if self.lmax_filter is None:
             object.__setattr__(self, "lmax_filter", 2 * self.lmax)
 

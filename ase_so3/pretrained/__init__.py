@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ase_so3.errors import UnknownNameError
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -17,7 +19,8 @@ def list_potentials() -> list[str]:
 def potential_path(name: str) -> Path:
     path = HERE / f"{name}.pt"
     if not path.is_file():
-        raise KeyError(name)
+        raise UnknownNameError(f"no shipped potential {name!r}; shipped: "
+                               f"{', '.join(list_potentials())}")
     return path
 
 

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import torch
 
+from ase_so3.errors import ConfigError, UnavailableError
 from ase_so3.keys import num_lm
 
 _BACKENDS = ("torch", "cpp")
 _BACKEND = os.environ.get("ASE_SO3_KERNELS", "torch")
 _MODULE = None
 if _BACKEND not in _BACKENDS:
-    raise ValueError(f"ASE_SO3_KERNELS={_BACKEND!r} is not a kernel backend; use 'torch' "
+    raise ConfigError(f"ASE_SO3_KERNELS={_BACKEND!r} is not a kernel backend; use 'torch' "
                      "(the default) or 'cpp'")
 
 
@@ -49,14 +50,15 @@ def set_backend(name: str) -> None:
     compiled now if they were not yet)."""
     global _BACKEND
     if name not in _BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; use 'torch' or 'cpp'")
+        raise ConfigError(f"unknown kernel backend {name!r}; use 'torch' or 'cpp'")
     if name == "cpp":
         build()
     _BACKEND = name
 
 
 def build() -> None:
-    """Compile the kernels now if they were not yet (RuntimeError if they cannot be built)."""
+    """Compile the kernels now if they were not yet (UnavailableError if they cannot be
+    built)."""
     _load()
 
 
@@ -74,7 +76,7 @@ def resolve(choice: str, applies: bool, log=print) -> str:
         return _BACKEND
     try:
         build()  # on first use on this machine (g++, ninja)
-    except RuntimeError as exc:
+    except UnavailableError as exc:
         log(f"without the fused CPU kernels (kernels: torch): {exc}")
         return "torch"
     return "cpp"
@@ -113,7 +115,7 @@ def _load():
                            extra_cflags=["-O3", "-march=native", "-ffp-contract=fast"],
                            verbose=False)
         except Exception as exc:  # no compiler, no ninja, a failed build
-            raise RuntimeError(
+            raise UnavailableError(
                 "could not build the C++ kernels of ase_so3.so3.cpu_kernels (needs g++ and ninja; "
                 f"`pip install ninja`); use the default backend ASE_SO3_KERNELS=torch: {exc}"
             ) from exc

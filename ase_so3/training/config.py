@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from ase_so3.errors import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -55,11 +57,11 @@ class TrainConfig:
         if path is not None:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
             if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: a training config must be a YAML mapping")
+                raise ConfigError(f"{path}: a training config must be a YAML mapping")
             values.update(loaded)
         for item in overrides or []:
             if "=" not in item:
-                raise ValueError(f"override {item!r} is not key=value")
+                raise ConfigError(f"override {item!r} is not key=value")
             key, raw = item.split("=", 1)
             value = yaml.safe_load(raw)
             if key.startswith("model_config."):
@@ -69,10 +71,10 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown training options {unknown}; known: {sorted(names)}")
+            raise ConfigError(f"unknown training options {unknown}; known: {sorted(names)}")
         cfg = cls(**values)
         if not cfg.data:
-            raise ValueError("no data set given (data: path/to/data.h5)")
+            raise ConfigError("no data set given (data: path/to/data.h5)")
         return cfg
 
     def __post_init__(self):
@@ -84,15 +86,15 @@ class TrainConfig:
                 try:
                     setattr(self, f.name, float(value) if kind.startswith("float") else int(value))
                 except ValueError:
-                    raise ValueError(f"option {f.name} must be a number, got {value!r}") from None
+                    raise ConfigError(f"option {f.name} must be a number, got {value!r}") from None
         if self.kernels not in ("auto", "cpp", "torch"):
-            raise ValueError(f"kernels must be auto, cpp or torch, got {self.kernels!r}")
+            raise ConfigError(f"kernels must be auto, cpp or torch, got {self.kernels!r}")
         if self.scheduler == "cosine_budget":
             if not self.time_budget_minutes:
-                raise ValueError("scheduler: cosine_budget decays the learning rate over the time "
+                raise ConfigError("scheduler: cosine_budget decays the learning rate over the time "
                                  "budget; set time_budget_minutes (or use plateau or cosine)")
             if self.snapshot_minutes:
-                raise ValueError("snapshot_minutes with scheduler: cosine_budget: a snapshot of a "
+                raise ConfigError("snapshot_minutes with scheduler: cosine_budget: a snapshot of a "
                                  "run annealed over a longer budget is not what a shorter run "
                                  "ships; train each budget as its own run")
 

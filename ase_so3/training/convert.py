@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
+from ase_so3.errors import DataError
 from ase_so3.training.hdf5 import HDF5Dataset, Structure, write_dataset
 
 KCAL_PER_MOL = units.kcal / units.mol  # eV; 0.0433641...
@@ -35,7 +36,7 @@ def read_md17_npz(path) -> list[Structure]:
         z = d["z"] if "z" in d else d["Z"]
         pos, e, f = d["R"], d["E"], d["F"]
     else:
-        raise ValueError(f"{path}: not an MD17/rMD17 npz file (keys {sorted(d.keys())})")
+        raise DataError(f"{path}: not an MD17/rMD17 npz file (keys {sorted(d.keys())})")
     e = np.asarray(e, dtype=np.float64).reshape(-1) * KCAL_PER_MOL
     f = np.asarray(f, dtype=np.float64) * KCAL_PER_MOL
     z = np.asarray(z, dtype=np.int64)
@@ -66,14 +67,14 @@ def read_ase_file(path, energy_key: str = "REF_energy", forces_key: str = "REF_f
             energy = row.data.get("energy", energy) if energy is None else energy
             forces = row.data.get("forces", forces) if forces is None else forces
             if energy is None or forces is None:
-                raise ValueError(f"{path}: row {row.id} has no energy/forces")
+                raise DataError(f"{path}: row {row.id} has no energy/forces")
             structures.append(Structure.from_atoms(atoms, energy=float(np.ravel(energy)[0]) * scale,
                                                    forces=np.asarray(forces) * scale))
         return structures
     for k, atoms in enumerate(read(path, ":")):
         energy, forces = _labels_from_atoms(atoms, energy_key, forces_key)
         if energy is None or forces is None:
-            raise ValueError(f"{path}: structure {k} has no energy/forces (looked for calculator "
+            raise DataError(f"{path}: structure {k} has no energy/forces (looked for calculator "
                              f"results and the keys {energy_key!r}/{forces_key!r})")
         structures.append(Structure.from_atoms(atoms, energy=float(energy) * scale,
                                                forces=np.asarray(forces) * scale))
@@ -101,7 +102,7 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         for k, st in enumerate(structures):
             bad = st.non_finite()
             if bad:
-                raise ValueError(f"{p}: frame {k} holds NaN or infinite values in "
+                raise DataError(f"{p}: frame {k} holds NaN or infinite values in "
                                  f"{', '.join(bad)}; nothing was written. Fix or drop that "
                                  "frame and convert again")
         kind = "train" if _is_official(p, "train") else "test" if _is_official(p, "test") else "all"
@@ -113,12 +114,12 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
     desc: dict[str, str] = {}
     if pools["train"] or pools["test"]:
         if pools["all"]:
-            raise ValueError("mix of official split files (_train_/_test_) and other files")
+            raise DataError("mix of official split files (_train_/_test_) and other files")
         train_pool = pools["train"]
         perm = rng.permutation(len(train_pool))
         n_tr = len(train_pool) - n_val if n_train is None else n_train
         if n_tr + n_val > len(train_pool):
-            raise ValueError(f"--train {n_tr} + --val {n_val} > {len(train_pool)} structures")
+            raise DataError(f"--train {n_tr} + --val {n_val} > {len(train_pool)} structures")
         structures = train_pool + pools["test"]
         splits["train"] = np.sort(perm[:n_tr])
         splits["val"] = np.sort(perm[n_tr:n_tr + n_val])
@@ -136,7 +137,7 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         n_te = n_test if n_test is not None else max(1, n // 10)
         n_tr = n - n_val - n_te if n_train is None else n_train
         if n_tr <= 0 or n_tr + n_val + n_te > n:
-            raise ValueError(f"cannot split {n} structures into {n_tr}/{n_val}/{n_te}")
+            raise DataError(f"cannot split {n} structures into {n_tr}/{n_val}/{n_te}")
         splits = {"train": np.sort(perm[:n_tr]), "val": np.sort(perm[n_tr:n_tr + n_val]),
                   "test": np.sort(perm[n_tr + n_val:n_tr + n_val + n_te])}
         desc = {k: f"random, seed {seed}" for k in splits}

@@ -35,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ase_so3.errors import ASESO3Error
+from ase_so3.errors import ASESO3Error, DataError, UnknownNameError
 from ase_so3.io_utils import atomic_path
 
 FORMAT = "ase_so3.dataset"
@@ -108,19 +108,19 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
     """Write structures (and named splits) to ``path`` atomically. Labels may be missing per
     structure and field (energy, forces); every value written must be finite."""
     if not structures:
-        raise ValueError("no structures to write")
+        raise DataError("no structures to write")
     counts = np.array([len(s.numbers) for s in structures], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     has_stress = [s.stress is not None for s in structures]
     if any(has_stress) and not all(has_stress):
-        raise ValueError("either every structure has a stress or none has")
+        raise DataError("either every structure has a stress or none has")
     for k, s in enumerate(structures):
         n = len(s.numbers)
         if s.positions.shape != (n, 3) or (s.forces is not None and s.forces.shape != (n, 3)):
-            raise ValueError(f"structure {k}: positions/forces must be [n_atoms, 3]")
+            raise DataError(f"structure {k}: positions/forces must be [n_atoms, 3]")
         bad = s.non_finite()
         if bad:
-            raise ValueError(f"structure {k}: {', '.join(bad)} hold NaN or infinite values; "
+            raise DataError(f"structure {k}: {', '.join(bad)} hold NaN or infinite values; "
                              "fix or drop this structure before writing")
     has_energy = np.array([s.energy is not None for s in structures])
     has_forces = np.array([s.forces is not None for s in structures])
@@ -155,7 +155,7 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
             for name, idx in (splits or {}).items():
                 idx = np.asarray(idx, dtype=np.int64)
                 if len(idx) and (idx.min() < 0 or idx.max() >= len(structures)):
-                    raise ValueError(f"split {name!r} has indices outside 0..{len(structures) - 1}")
+                    raise DataError(f"split {name!r} has indices outside 0..{len(structures) - 1}")
                 d = sp.create_dataset(name, data=idx)
                 d.attrs["description"] = (split_descriptions or {}).get(name, "")
 
@@ -313,7 +313,7 @@ class HDF5Dataset:
 
     def split(self, name: str) -> np.ndarray:
         if name not in self.split_names:
-            raise KeyError(f"{self.path} has no split {name!r}; it has {self.split_names}")
+            raise UnknownNameError(f"{self.path} has no split {name!r}; it has {self.split_names}")
         return self._handle()[f"splits/{name}"][()]
 
     def split_description(self, name: str) -> str:

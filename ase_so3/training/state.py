@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ase_so3.errors import ASESO3Error, describe_exception
+from ase_so3.errors import ASESO3Error, ConfigError, describe_exception
 from ase_so3.io_utils import atomic_path
 
 CHECKPOINT_FORMAT = "ase_so3.checkpoint"
@@ -68,9 +68,9 @@ class LRSchedule:
     def __init__(self, optimizer, kind: str, base_lr: float, warmup_steps: int, min_lr: float,
                  total_epochs: int, patience: int, factor: float, budget_s: float | None = None):
         if kind not in self.KINDS:
-            raise ValueError(f"scheduler must be one of {', '.join(self.KINDS)}, got {kind!r}")
+            raise ConfigError(f"scheduler must be one of {', '.join(self.KINDS)}, got {kind!r}")
         if kind == "cosine_budget" and not (budget_s and math.isfinite(budget_s) and budget_s > 0):
-            raise ValueError("scheduler cosine_budget decays over the time budget: set "
+            raise ConfigError("scheduler cosine_budget decays over the time budget: set "
                              "time_budget_minutes")
         self.optimizer, self.kind, self.base_lr = optimizer, kind, base_lr
         self.warmup_steps, self.min_lr, self.total_epochs = warmup_steps, min_lr, total_epochs
