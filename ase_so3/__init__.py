@@ -5,10 +5,6 @@ Units everywhere: eV, Å, eV/Å, eV/Å^3.
 
 __version__ = "0.2.1"
 
-from ase_so3.allocator import use_huge_pages  # noqa: E402
-
-use_huge_pages()  # before PyTorch's first allocation; ASE_SO3_MALLOC=system: off (allocator.py)
-
 from ase_so3.calculator import SO3Calculator  # noqa: E402
 from ase_so3.loading import load_potential  # noqa: E402
 from ase_so3.pretrained import list_potentials  # noqa: E402

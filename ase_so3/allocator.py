@@ -11,13 +11,15 @@ copy into memory that is already mapped). One layer at 100k edges, forward and b
 
 Two remedies, both for the whole process:
 
-* :func:`use_huge_pages` (on by default: ``import ase_so3`` calls it) sets PyTorch's own
-  ``THP_MEM_ALLOC_ENABLE=1``, so CPU tensors of 2 MiB and more are backed by transparent huge
-  pages (``madvise``). Memory is still returned on free; the peak resident size can grow by
-  partly used 2 MiB pages (eSCN on a 1,344-atom box: 651 -> 850 MB above the process's footprint;
-  one layer at 100k edges: unchanged). It takes effect
-  only if set before PyTorch's first allocation, hence at import, and only where the kernel allows
-  THP (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``).
+* Huge pages: PyTorch's own ``THP_MEM_ALLOC_ENABLE=1`` backs CPU tensors of 2 MiB and more with
+  transparent huge pages (``madvise``). Memory is still returned on free; the peak resident size
+  can grow by partly used 2 MiB pages (eSCN on a 1,344-atom box: 651 -> 850 MB above the
+  process's footprint; one layer at 100k edges: unchanged). PyTorch reads the variable once, at
+  its first allocation, so it must be in the environment before PyTorch loads: the ``ase-so3``
+  command sets it for its own process before importing anything (``ase_so3_command.py``); in
+  Python, set it before starting the interpreter (``THP_MEM_ALLOC_ENABLE=1 python ...``):
+  ``import ase_so3`` leaves the environment alone. It works only where the kernel allows THP
+  (``/sys/kernel/mm/transparent_hugepage/enabled`` not ``never``).
 * :func:`keep_freed_memory` (opt-in, ``ASE_SO3_MALLOC=keep``; the ``ase-so3`` commands and
   benchmark workers apply it) makes malloc serve blocks below 512 MiB from its heap and never trim
   the heap (``mallopt(M_MMAP_THRESHOLD, 512 MiB)``, ``mallopt(M_TRIM_THRESHOLD, -1)``): freed
@@ -53,11 +55,9 @@ def _mode() -> str:
     return os.environ.get("ASE_SO3_MALLOC", "").strip().lower()
 
 
-def use_huge_pages() -> bool:
-    """Ask PyTorch to back large CPU tensors with huge pages (``THP_MEM_ALLOC_ENABLE=1``) unless
-    ``ASE_SO3_MALLOC=system`` or the variable is already set. Returns whether it is on."""
-    if _mode() != "system":
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+def huge_pages() -> bool:
+    """Whether PyTorch was asked for huge pages (``THP_MEM_ALLOC_ENABLE=1`` in the
+    environment; the ``ase-so3`` command sets it, see the module docstring)."""
     return os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
 
 
@@ -81,12 +81,12 @@ def keep_freed_memory() -> bool:
 
 
 def configure_from_environment() -> str:
-    """What the ``ase-so3`` commands and benchmark workers call: huge pages (already requested at
-    import) and, with ``ASE_SO3_MALLOC=keep``, :func:`keep_freed_memory`. Returns a description
-    of the setting in effect, for logs and benchmark records."""
+    """What the ``ase-so3`` commands and benchmark workers call: with ``ASE_SO3_MALLOC=keep``,
+    :func:`keep_freed_memory`. Returns a description of the setting in effect (huge pages as the
+    environment asked for them), for logs and benchmark records."""
     if _mode() == "system":
         return "system default"
     kept = _mode() == "keep" and keep_freed_memory()
-    huge = use_huge_pages()
+    huge = huge_pages()
     return " + ".join([s for s, on in (("huge pages", huge), ("freed memory kept", kept)) if on]
                       ) or "system default"

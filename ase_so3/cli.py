@@ -20,6 +20,7 @@ def _cmd_info(args) -> int:
     from ase_so3.pretrained import list_potentials, model_card
     print(f"ase_so3 {__version__}  (python {platform.python_version()}, torch {torch.__version__})")
     print(f"CPU threads: {torch.get_num_threads()}")
+    print(f"allocator: {configure_from_environment()}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             print(f"CUDA device {i}: {torch.cuda.get_device_name(i)}")

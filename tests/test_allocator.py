@@ -26,8 +26,19 @@ def _glibc() -> bool:
     return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def test_import_requests_huge_pages_by_default():
-    assert _run(REPORT) == "1 | huge pages"
+def test_import_leaves_the_environment_alone():
+    code = "import os; before = dict(os.environ); import ase_so3; print(dict(os.environ) == before)"
+    assert _run(code) == "True"
+    assert _run(REPORT) == "None | system default"
+
+
+def test_the_command_asks_for_huge_pages_before_torch_loads():
+    """``ase-so3`` (ase_so3_command.py) sets THP_MEM_ALLOC_ENABLE before anything imports
+    PyTorch, which reads it once at its first allocation."""
+    code = ("import sys; sys.argv = ['ase-so3', 'info']; import ase_so3_command; "
+            "assert 'torch' not in sys.modules; ase_so3_command.main()")
+    assert "allocator: huge pages" in _run(code)
+    assert "allocator: system default" in _run(code, "system")
 
 
 def test_system_mode_leaves_the_allocator_alone():
@@ -40,7 +51,8 @@ def test_user_setting_of_the_torch_variable_wins():
 
 @pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
 def test_keep_mode_keeps_freed_memory_on_glibc():
-    assert _run(REPORT, malloc="keep") == "1 | huge pages + freed memory kept"
+    assert _run(REPORT, malloc="keep") == "None | freed memory kept"
+    assert _run(REPORT, malloc="keep", thp="1") == "1 | huge pages + freed memory kept"
 
 
 def test_results_identical_whatever_the_allocator(tmp_path):
