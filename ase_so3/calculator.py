@@ -41,7 +41,7 @@ def parse_device(device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UnavailableError(f"device {str(device)!r} was requested but CUDA is not available "
-                           "(torch.cuda.is_available() is False); use device='cpu'")
+                               "(torch.cuda.is_available() is False); use device='cpu'")
     return device
 
 
@@ -107,7 +107,7 @@ class SO3Calculator(Calculator):
                 raise ConfigError(f"cuda_graphs=True needs a CUDA device, not {str(self.device)!r}")
             if compile:
                 raise ConfigError("use compile or cuda_graphs, not both: capturing a compiled "
-                                 "model is untested (cuda_graphs alone was the faster on GPU)")
+                                  "model is untested (cuda_graphs alone was the faster on GPU)")
             from ase_so3.cuda_graphs import CUDAGraphStep
             self.graph_step = CUDAGraphStep(self.potential)
         # ASE's convention: the options in self.parameters, so todict() and trajectories record
@@ -122,7 +122,7 @@ class SO3Calculator(Calculator):
         fixed = sorted(k for k in kwargs if k in _OPTIONS and kwargs[k] != self.parameters.get(k))
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} of an SO3Calculator cannot change after it is "
-                             "made; create a new SO3Calculator with the new value")
+                              "made; create a new SO3Calculator with the new value")
         return super().set(**kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

@@ -36,7 +36,7 @@ def load_structure(spec: str):
     if spec in named_structures():
         return load_named_structure(spec)
     raise MissingFileError(f"{spec!r} is neither a structure file nor a shipped molecule "
-                            f"({', '.join(named_structures())})")
+                           f"({', '.join(named_structures())})")
 
 
 def _plot(log_rows: list[dict], path: Path) -> Path | None:

@@ -64,7 +64,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
     if args.config is None:
         if args.architecture != "note" or cutoff is None:
             raise ConfigError("--architecture recommended needs --config (a training config); "
-                             "the note's model without one needs --cutoffs")
+                              "the note's model without one needs --cutoffs")
         base = TrainConfig(model="se3_transformer", batch_size=args.batch_size,
                            lr=NOTE_LR if args.lr is None else args.lr, plateau_patience=5, **common)
         model = dict(NOTE_MODEL)
@@ -72,7 +72,7 @@ def run_config(args, molecule: str, cutoff: float | None, setting: str, seed: in
         base = TrainConfig.load(args.config, [f"data={h5}"])
         if base.model != "se3_transformer":
             raise ConfigError(f"{args.config} trains {base.model!r}; the study needs an "
-                             "se3_transformer config")
+                              "se3_transformer config")
         model = (dict(base.model_config) if args.architecture == "recommended"
                  else dict(NOTE_MODEL))
         if args.lr is not None:  # the config's recipe with another learning rate

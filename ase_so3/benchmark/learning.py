@@ -59,7 +59,7 @@ def parse_models(items: list[str]) -> dict[str, dict]:
             out[name] = {"kind": "ours", "config": config, "overrides": overrides}
         else:
             raise ConfigError(f"model {item!r}: use NAME=CONFIG.yaml for ours or one of "
-                             f"{sorted(MACE_SIZES)}")
+                              f"{sorted(MACE_SIZES)}")
     return out
 
 

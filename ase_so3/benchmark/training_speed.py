@@ -116,9 +116,10 @@ def _profile(trainer, batches) -> dict:
             trainer.train_step(b)
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    return {"phases_ms": phases, "operators": [{"name": e.key, "ms_per_step": e.self_cpu_time_total / 5e3,
-                           "share": e.self_cpu_time_total / total, "calls_per_step": e.count / 5}
-                          for e in ops]}
+    operators = [{"name": e.key, "ms_per_step": e.self_cpu_time_total / 5e3,
+                  "share": e.self_cpu_time_total / total, "calls_per_step": e.count / 5}
+                 for e in ops]
+    return {"phases_ms": phases, "operators": operators}
 
 
 def measure_mace(data: str, steps: int, warmup: int) -> dict:
@@ -233,7 +234,7 @@ def run(args) -> dict:
                     result = _run(spec, root)
                     if root and Path(result["package"]).resolve() != Path(root, "ase_so3").resolve():
                         raise MeasurementError(f"the measurement of {root} imported "
-                                           f"{result['package']}")
+                                               f"{result['package']}")
                     runs[label].append(result)
             for label, root in versions:
                 results = runs[label]
@@ -282,8 +283,8 @@ def markdown(result: dict) -> str:
         ratio = (f"{r['structures_per_s'] / base['structures_per_s']:.2f}"
                  if base and r["code"] == "this" else "")
         vs_mace = f"{r['structures_per_s'] / mace['structures_per_s']:.2f}" if mace else ""
-        name = f"{r['code']} ({r['commit']}" + (f", ase_so3 {r['version']})" if r["model"] != "mace"
-                                               else f" {r['version']})")
+        package = f"ase_so3 {r['version']}" if r["model"] != "mace" else r["version"]
+        name = f"{r['code']} ({r['commit']}, {package})"
         low, high = r["structures_per_s_range"]
         lines.append(f"| {r['molecule']} | {r['model']} | {name} | {r['structures_per_s']:.1f} "
                      f"({low:.1f}-{high:.1f}) | {ratio} | {vs_mace} |")

@@ -75,7 +75,7 @@ class SE3TransformerConfig(PotentialConfig):
             object.__setattr__(self, "lmax_filter", 2 * self.lmax)
         if self.norm:
             raise ConfigError("the SE(3)-Transformer layer ends in its own layer norm; "
-                             "norm=True is for TFN and eSCN")
+                              "norm=True is for TFN and eSCN")
 
 
 def head_feature_kinds(cfg: SE3TransformerConfig) -> list[str]:

@@ -42,7 +42,7 @@ _BACKEND = os.environ.get("ASE_SO3_KERNELS", "torch")
 _MODULE = None
 if _BACKEND not in _BACKENDS:
     raise ConfigError(f"ASE_SO3_KERNELS={_BACKEND!r} is not a kernel backend; use 'torch' "
-                     "(the default) or 'cpp'")
+                      "(the default) or 'cpp'")
 
 
 def set_backend(name: str) -> None:

@@ -92,11 +92,11 @@ class TrainConfig:
         if self.scheduler == "cosine_budget":
             if not self.time_budget_minutes:
                 raise ConfigError("scheduler: cosine_budget decays the learning rate over the time "
-                                 "budget; set time_budget_minutes (or use plateau or cosine)")
+                                  "budget; set time_budget_minutes (or use plateau or cosine)")
             if self.snapshot_minutes:
                 raise ConfigError("snapshot_minutes with scheduler: cosine_budget: a snapshot of a "
-                                 "run annealed over a longer budget is not what a shorter run "
-                                 "ships; train each budget as its own run")
+                                  "run annealed over a longer budget is not what a shorter run "
+                                  "ships; train each budget as its own run")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

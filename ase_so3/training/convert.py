@@ -75,7 +75,7 @@ def read_ase_file(path, energy_key: str = "REF_energy", forces_key: str = "REF_f
         energy, forces = _labels_from_atoms(atoms, energy_key, forces_key)
         if energy is None or forces is None:
             raise DataError(f"{path}: structure {k} has no energy/forces (looked for calculator "
-                             f"results and the keys {energy_key!r}/{forces_key!r})")
+                            f"results and the keys {energy_key!r}/{forces_key!r})")
         structures.append(Structure.from_atoms(atoms, energy=float(energy) * scale,
                                                forces=np.asarray(forces) * scale))
     return structures
@@ -103,8 +103,8 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
             bad = st.non_finite()
             if bad:
                 raise DataError(f"{p}: frame {k} holds NaN or infinite values in "
-                                 f"{', '.join(bad)}; nothing was written. Fix or drop that "
-                                 "frame and convert again")
+                                f"{', '.join(bad)}; nothing was written. Fix or drop that "
+                                "frame and convert again")
         kind = "train" if _is_official(p, "train") else "test" if _is_official(p, "test") else "all"
         pools[kind].extend(structures)
         sources.append(f"{p.name} ({len(structures)} structures, {kind}, {unit_note})")

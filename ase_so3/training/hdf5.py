@@ -121,7 +121,7 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
         bad = s.non_finite()
         if bad:
             raise DataError(f"structure {k}: {', '.join(bad)} hold NaN or infinite values; "
-                             "fix or drop this structure before writing")
+                            "fix or drop this structure before writing")
     has_energy = np.array([s.energy is not None for s in structures])
     has_forces = np.array([s.forces is not None for s in structures])
     nan3 = [np.full((len(s.numbers), 3), np.nan) for s in structures]

@@ -71,7 +71,7 @@ class LRSchedule:
             raise ConfigError(f"scheduler must be one of {', '.join(self.KINDS)}, got {kind!r}")
         if kind == "cosine_budget" and not (budget_s and math.isfinite(budget_s) and budget_s > 0):
             raise ConfigError("scheduler cosine_budget decays over the time budget: set "
-                             "time_budget_minutes")
+                              "time_budget_minutes")
         self.optimizer, self.kind, self.base_lr = optimizer, kind, base_lr
         self.warmup_steps, self.min_lr, self.total_epochs = warmup_steps, min_lr, total_epochs
         self.patience, self.factor, self.budget_s = patience, factor, budget_s
