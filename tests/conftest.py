@@ -12,10 +12,10 @@ from ase.build import molecule
 
 from ase_so3.potentials import REGISTRY, build_potential
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "md17"
+# real MD17 / revised-MD17 frames carried by the tests (tests/data/README.md: provenance)
+SHARED = Path(__file__).resolve().parent / "data"
 RMD17 = SHARED / "rmd17"
 ETHANOL = [RMD17 / "rmd17_ethanol_train_01.npz", RMD17 / "rmd17_ethanol_test_01.npz"]
-needs_rmd17 = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
 
 # Small, fast settings per model variant; a newly registered model is tested with its defaults.
 MODEL_SPECS = {

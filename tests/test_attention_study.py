@@ -10,7 +10,6 @@ from tests.conftest import RMD17
 
 
 
-@pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")
 def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     out = tmp_path / "study"
     argv = ["--molecules", "ethanol", "--seeds", "0", "1", "--cutoffs", "2", "--budget-minutes",
@@ -59,7 +58,6 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert "learning_curves.png" not in (out / "report.md").read_text()
 
 
-@pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")
 def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_path):
     from pathlib import Path
     config = Path(__file__).resolve().parents[1] / "configs" / "se3_transformer-rmd17.yaml"

@@ -67,7 +67,6 @@ def test_stability_detects_a_breaking_simulation_and_passes_a_stable_one():
 
 @pytest.mark.skipif(importlib.util.find_spec("mace") is None,
                     reason="mace-torch (the `mace` extra) is not installed")
-@pytest.mark.skipif(not (RMD17 / "rmd17_ethanol_train_01.npz").is_file(), reason="no rMD17 data")
 def test_harness_end_to_end_with_mace(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "ase_so3.cli", "benchmark", "run", "--molecules", "ethanol",

@@ -14,7 +14,6 @@ from ase_so3.errors import PotentialFileError
 from ase_so3.potentials.serialization import read_potential_file
 from ase_so3.training.state import CheckpointError
 from ase_so3.training.trainer import Trainer
-from tests.conftest import needs_rmd17 as needs_data
 from tests.test_training import _cfg
 
 
@@ -34,7 +33,6 @@ def test_an_empty_potential_file_gives_the_damaged_file_error(tmp_path, capsys):
         assert "is empty (0 bytes)" in err and "Traceback" not in err
 
 
-@needs_data
 def test_an_empty_checkpoint_gives_a_clear_error(small_h5, tmp_path):
     out = tmp_path / "run"
     Trainer(_cfg(small_h5, out, max_epochs=1)).fit(log=_quiet)
@@ -55,7 +53,6 @@ def _flip_middle(path, n=16):
     path.write_bytes(bytes(data))
 
 
-@needs_data
 def test_a_corrupted_checkpoint_is_refused_and_an_intact_one_is_named(small_h5, tmp_path):
     out = tmp_path / "run"
     Trainer(_cfg(small_h5, out, max_epochs=2)).fit(log=_quiet)
@@ -73,7 +70,6 @@ def test_a_corrupted_checkpoint_is_refused_and_an_intact_one_is_named(small_h5, 
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
-@needs_data
 def test_train_cli_resumes_from_a_named_checkpoint(small_h5, tmp_path, capsys):
     out = tmp_path / "run"
     Trainer(_cfg(small_h5, out, max_epochs=1)).fit(log=_quiet)
@@ -92,7 +88,6 @@ class _Killed(BaseException):
 WRITES = ["checkpoint_best", "checkpoint_last", "potential", "logs"]
 
 
-@needs_data
 @pytest.mark.parametrize("where", [(w, when) for w in WRITES for when in ("before", "after")])
 def test_a_kill_at_any_write_of_an_epoch_resumes_consistently(small_h5, tmp_path, monkeypatch,
                                                                where):

@@ -19,7 +19,6 @@ from ase_so3.training.convert import convert_to_hdf5
 from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
 from ase_so3.training.trainer import Trainer
 from tests.conftest import make_model
-from tests.conftest import needs_rmd17 as needs_data
 from tests.test_training import _cfg
 
 
@@ -30,7 +29,6 @@ def _poison(path, dataset, index, value=np.nan):
         f[dataset][...] = data
 
 
-@needs_data
 @pytest.mark.parametrize("dataset, field", [("structures/energy", "energy"),
                                             ("atoms/forces", "forces"),
                                             ("atoms/positions", "positions")])
@@ -50,7 +48,6 @@ def test_non_finite_values_in_a_data_set_are_named_before_training(small_h5_copy
     assert not out.exists()  # nothing written, no dataset_stats.json with a bare NaN
 
 
-@needs_data
 def test_evaluate_names_a_nan_coordinate(small_h5_copy, capsys):
     ds = HDF5Dataset(small_h5_copy)
     structure = int(ds.split("test")[1])
@@ -65,7 +62,6 @@ def test_evaluate_names_a_nan_coordinate(small_h5_copy, capsys):
     assert "non-finite coordinate along axis" not in err
 
 
-@needs_data
 def test_divergence_message_says_which_checkpoint_exists(small_h5_copy, tmp_path, monkeypatch):
     import ase_so3.training.trainer as tm
     original = tm.loss_terms

@@ -153,7 +153,6 @@ def test_budget_table_takes_the_best_mace_at_each_budget(tmp_path):
     assert "- mace-b: `cmd` (interrupted; resumed after 24 epochs" in text
 
 
-@pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
 def test_end_to_end_for_a_model_of_ours(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({

@@ -8,7 +8,6 @@ import pytest
 from ase_so3.pretrained import publish as pub
 from ase_so3.pretrained import table
 from ase_so3.training.trainer import Trainer
-from tests.conftest import needs_rmd17
 from tests.test_training import _cfg
 
 
@@ -88,7 +87,6 @@ def test_mace_at_budget_is_the_best_mace_of_that_budget(tmp_path):
     assert pub.mace_at_budget(path, "aspirin", 60) is None
 
 
-@needs_rmd17
 def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_h5, tmp_path, monkeypatch):
     run = tmp_path / "run"
     Trainer(_cfg(small_h5, run, max_epochs=1)).fit(log=lambda *_: None)

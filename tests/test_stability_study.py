@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 from ase_so3.benchmark import stability_study as st
-from tests.conftest import needs_rmd17
 
-pytestmark = needs_rmd17
 
 
 @pytest.fixture(scope="module")

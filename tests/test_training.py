@@ -14,10 +14,9 @@ from ase_so3.training.convert import convert_to_hdf5, hdf5_to_extxyz, read_ase_f
 from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
 from ase_so3.training.state import CheckpointError
 from ase_so3.training.trainer import Trainer, TrainingDivergedError
-from tests.conftest import ETHANOL, RMD17, SHARED
+from tests.conftest import ETHANOL, SHARED
 TINY = {"lmax": 1, "mmax": 1, "channels": 4, "num_layers": 1, "num_radial": 4,
         "radial_hidden": 8, "readout_hidden": 8, "cutoff": 4.0}
-pytestmark = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
 
 
 def _cfg(data, out, **kw):
@@ -34,7 +33,7 @@ def test_npz_conversion_is_exact(ethanol_h5):
     assert ds.split_names == ["test", "train", "val"]
     assert len(ds.split("train")) == 24 and len(ds.split("val")) == 8 and len(ds.split("test")) == 10
     assert not set(ds.split("train")) & set(ds.split("val"))
-    for i in (0, 500, 999):
+    for i in (0, 50, 99):  # the carried file's 100 train frames come first
         s = ds[i]
         assert np.array_equal(s.numbers, raw_train["nuclear_charges"])
         assert np.array_equal(s.positions, raw_train["coords"][i])
@@ -404,7 +403,8 @@ def test_init_from_starts_at_the_given_weights_and_refuses_another_model(ethanol
     tuned.cfg = _cfg(ethanol_h5, tmp_path / "b", init_from=str(source), seed=5, max_epochs=1)
     tuned.fit(log=lambda *_: None)
     meta = load_potential(tmp_path / "b" / "potential.pt").metadata
-    assert meta["init_from"]["source"] == str(source) and meta["init_from"]["epochs"] == 2
+    assert meta["init_from"]["source"] == str(source)
+    assert meta["init_from"]["epochs"] == load_potential(source).metadata["epochs"]  # its best
     # a file written before an option existed (its default) is the same architecture
     from ase_so3.potentials.serialization import _checksum
     payload = torch.load(source, weights_only=True)

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from ase_so3.benchmark import training_speed
-from tests.conftest import RMD17
 
-pytestmark = pytest.mark.skipif(not RMD17.is_dir(), reason="needs ../shared/data/md17")
 ROOT = Path(__file__).resolve().parents[1]
 
 
