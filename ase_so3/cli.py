@@ -152,9 +152,6 @@ def _cmd_benchmark(args) -> int:
     if args.which == "run":
         from ase_so3.benchmark.harness import main as harness_main
         return harness_main(args.rest)
-    if args.which == "ablation":
-        from ase_so3.benchmark.ablation import main as ablation_main
-        return ablation_main(args.rest)
     if args.which == "learning":
         from ase_so3.benchmark.learning import main as learning_main
         return learning_main(args.rest)
@@ -167,9 +164,6 @@ def _cmd_benchmark(args) -> int:
     if args.which == "training-speed":
         from ase_so3.benchmark.training_speed import main as training_speed_main
         return training_speed_main(args.rest)
-    if args.which == "attention":
-        from ase_so3.benchmark.attention_study import main as study_main
-        return study_main(args.rest)
     if args.which == "report":
         from ase_so3.benchmark.report import write_report
         print(write_report(args.rest[0] if args.rest else "benchmark_out"))
@@ -238,14 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     from ase_so3.engines.ipi import add_parser as add_ipi_parser
     add_ipi_parser(sub)
     bm = sub.add_parser("benchmark", help="benchmarks: run (ours vs MACE: accuracy, speed, "
-                        "stability), learning (ours vs MACE at equal training budget), ablation (what "
-                        "each eSCN option buys), pareto (latency at matched accuracy), stability (MD "
-                        "stability of one potential, batched replicas), report "
-                        "(rebuild a report), scaling (eSCN vs TFN cost vs lmax), attention "
-                        "(SE(3)-attention invariants study), training-speed (structures/s of "
-                        "training steps, ours vs MACE)")
-    bm.add_argument("which", choices=["run", "learning", "ablation", "pareto", "stability",
-                                      "report", "scaling", "attention", "training-speed"])
+                        "stability), learning (ours vs MACE at equal training budget), pareto "
+                        "(latency at matched accuracy), stability (MD stability of one potential, "
+                        "batched replicas), report (rebuild a report), scaling (eSCN vs TFN cost "
+                        "vs lmax), training-speed (structures/s of training steps, ours vs MACE)")
+    bm.add_argument("which", choices=["run", "learning", "pareto", "stability", "report",
+                                      "scaling", "training-speed"])
     bm.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     return p
 

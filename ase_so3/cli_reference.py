@@ -9,9 +9,8 @@ import io
 
 BENCHMARKS = {
     "run": "ase_so3.benchmark.harness", "learning": "ase_so3.benchmark.learning",
-    "ablation": "ase_so3.benchmark.ablation", "pareto": "ase_so3.benchmark.pareto",
-    "stability": "ase_so3.benchmark.stability_study",
-    "scaling": "ase_so3.benchmark.scaling", "attention": "ase_so3.benchmark.attention_study",
+    "pareto": "ase_so3.benchmark.pareto", "stability": "ase_so3.benchmark.stability_study",
+    "scaling": "ase_so3.benchmark.scaling", "training-speed": "ase_so3.benchmark.training_speed",
 }
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ase_so3.benchmark.attention_study import main, run_name
-from ase_so3.benchmark.paired import compare, describe, sign_flip_p
+from studies.attention_study import main, run_name
+from studies.paired import compare, describe, sign_flip_p
 from tests.conftest import RMD17
 
 
@@ -43,7 +43,7 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
     assert (out / "runs" / run_name("ethanol", 2.0, "r", 0, 0.001) / "result.json").stat().st_mtime_ns == first
     # the report names the exact command, also when rebuilt with --report-only
     assert main(["--output", str(out), "--report-only"]) == 0
-    assert f"ase-so3 benchmark attention {' '.join(argv)}\n" in (out / "report.md").read_text()
+    assert f"python -m studies.attention_study {' '.join(argv)}\n" in (out / "report.md").read_text()
     # a run folder that kept only result.json still counts; its curve is left out of the plot
     (out / "runs" / run_name("ethanol", 2.0, "mixed", 1, 0.001) / "metrics.csv").unlink()
     (out / "learning_curves.png").unlink()
@@ -86,7 +86,7 @@ def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_pat
     pooled = next(c for c in res["paired"] if c["scope"] == "all")
     assert pooled["pairs"] == 4 and pooled["smallest_possible_p"] == 2 / 16
     report = (out / "report.md").read_text()
-    assert report.count("ase-so3 benchmark attention") == 2  # both commands
+    assert report.count("python -m studies.attention_study") == 2  # both commands
     assert "| ethanol | recommended | 5 | mixed | 2 | 0.001 |" in report
     # the same model at another budget: new runs (not skipped as finished), a study of its own
     longer = [a if a != "0.001" else "0.002" for a in common]
@@ -142,7 +142,7 @@ def test_resume_takes_only_runs_whose_process_has_ended(tmp_path):
     import subprocess
     import sys
 
-    from ase_so3.benchmark.attention_study import _take
+    from studies.attention_study import _take
     host = socket.gethostname()
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()

@@ -190,7 +190,7 @@ def test_end_to_end_for_a_model_of_ours(tmp_path):
 
 
 def test_ablation_table_reads_each_variant(tmp_path):
-    from ase_so3.benchmark.ablation import VARIANTS, slug, table
+    from studies.ablation import VARIANTS, slug, table
     for name, offset in (("full", 0.0), ("no message gate", 5.0)):
         run = tmp_path / slug(name)
         run.mkdir()

@@ -1,11 +1,11 @@
-"""Shipping a potential: the model card that ``ase_so3.pretrained.publish`` writes, the MACE row it
+"""Shipping a potential: the model card that ``release.publish`` writes, the MACE row it
 takes from a learning-benchmark result, and the README table built from the cards."""
 
 import json
 
 import pytest
 
-from ase_so3.pretrained import publish as pub
+from release import publish as pub
 from ase_so3.pretrained import table
 from ase_so3.training.trainer import Trainer
 from tests.test_training import _cfg
@@ -118,7 +118,7 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
             "0.4 / 2.1 | 3.3 / 12.5 (60 min) |" in table.by_molecule())
 
     # fine-tuned from it: the card keeps the first run's record and measures the new potential
-    from ase_so3.pretrained import finetuned
+    from release import finetuned
     monkeypatch.setattr(finetuned, "HERE", tmp_path / "pkg")
     tuned = tmp_path / "tuned"
     Trainer(_cfg(small_h5, tuned, max_epochs=2, lr=1e-3,

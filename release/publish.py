@@ -1,6 +1,6 @@
 """Ship a trained potential: copy it into the package with a model card measured here.
 
-    python -m ase_so3.pretrained.publish escn-rmd17-aspirin --run runs/escn-rmd17-aspirin \\
+    python -m release.publish escn-rmd17-aspirin --run runs/escn-rmd17-aspirin \\
         --data runs/rmd17_aspirin_01.h5 --molecule aspirin --hardware "2-core x86-64 CPU, 1 thread" \\
         --command "ase-so3 train configs/escn-rmd17.yaml data=... output=... threads=1" \\
         --date 2026-12-02 --commit af9f83d
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--reproject"]:
         if len(argv) != 5:
-            raise SystemExit("usage: python -m ase_so3.pretrained.publish --reproject NAME "
+            raise SystemExit("usage: python -m release.publish --reproject NAME "
                              "LEARNING_RESULTS MOLECULE UNIT")
         card = reproject(argv[1], Path(argv[2]), argv[3], argv[4])
         print(json.dumps(card.get("target"), indent=1))

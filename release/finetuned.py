@@ -1,6 +1,6 @@
 """Ship a fine-tuned potential: the card of the potential it started from, updated.
 
-    python -m ase_so3.pretrained.finetuned escn-rmd17-aspirin \\
+    python -m release.finetuned escn-rmd17-aspirin \\
         --stage training_runs/escn-finetune-h200/round1/escn-aspirin-lr1e-3 \\
         --stage training_runs/escn-finetune-h200/round2/escn-aspirin-lr0.001 \\
         --potential /path/to/round2/potential.pt --data runs/rmd17_aspirin_01.h5 \\
@@ -41,7 +41,7 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
                    plot_dir: Path | None = None) -> dict:
     import ase_so3
     from ase_so3.loading import load_potential
-    from ase_so3.pretrained.publish import FROM_SCRATCH_NOTE, measure, ship
+    from release.publish import FROM_SCRATCH_NOTE, measure, ship
     from ase_so3.training.logs import read_history
     base = json.loads((HERE / f"{name}.json").read_text())
     if "stages" in base["training"]:

@@ -1,4 +1,5 @@
-"""The SE(3)-attention invariants study (``ase-so3 benchmark attention``).
+"""The SE(3)-attention invariants study (``python -m studies.attention_study`` from the
+repository root).
 
 Ablation of the distance feature read by the SE(3)-Transformer's key and value radial networks:
 ``r`` (Bessel basis in r), ``inverse`` (Gaussians in 1/r) and ``mixed`` (half the heads each), on
@@ -12,7 +13,7 @@ With ``--config`` every run takes that config's recipe (loss weights, optimiser,
 size); without it the note's model trains with the trainer's defaults and ``--lr``.
 
 The report pairs the runs of two settings that share molecule, architecture, cutoff, budget and
-seed and tests the ratio of their test force MAE (:mod:`ase_so3.benchmark.paired`), per molecule
+seed and tests the ratio of their test force MAE (:mod:`studies.paired`), per molecule
 and pooled over all pairs. Invocations with other molecules, architectures or budgets may share
 one output folder; the report covers every finished run there, each budget a study of its own.
 
@@ -227,7 +228,7 @@ def paired_comparisons(results: list[dict]) -> list[dict]:
     takes one pair per molecule, architecture, cutoff and seed, at the longest budget where both
     settings ran: the same seed's runs at two budgets share initialisation and batch order, so
     they are not independent pairs."""
-    from ase_so3.benchmark.paired import compare
+    from studies.paired import compare
     force = {(*_key(r), r["seed"], r["setting"]): r["test"]["forces_mae_meV_per_A"]
              for r in results}
     out = []
@@ -250,7 +251,7 @@ def paired_comparisons(results: list[dict]) -> list[dict]:
 def write_report(out, command: str = "") -> Path:
     """Summarise every finished run under ``out``; the commands are kept in
     ``out/command.txt`` so a later ``--report-only`` still prints them."""
-    from ase_so3.benchmark.paired import describe
+    from studies.paired import describe
     out = Path(out)
     commands = _commands(out, command)
     results = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/result.json"))]
@@ -274,7 +275,7 @@ def write_report(out, command: str = "") -> Path:
              "deviation over seeds.", ""] + table + [
              "", "Paired comparison of test force MAE (runs matched on molecule, architecture, "
              "cutoff and seed; geometric-mean ratio, Student-t 95% interval on the log ratio, "
-             "exact two-sided sign-flip test; see `ase_so3/benchmark/paired.py`):", ""] + lines_pairs
+             "exact two-sided sign-flip test; see `studies/paired.py`):", ""] + lines_pairs
     if plot:
         lines += ["", f"![learning curves]({plot})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -328,7 +329,7 @@ def _plot(out: Path, groups: dict) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ase-so3 benchmark attention",
+    p = argparse.ArgumentParser(prog="python -m studies.attention_study",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--molecules", nargs="+", default=["ethanol", "aspirin"])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    args.command = " ".join(["ase-so3 benchmark attention", *argv])
+    args.command = " ".join(["python -m studies.attention_study", *argv])
     if args.cutoffs is None and args.config is None:
         args.cutoffs = [2.0, 5.0]
     if args.report_only:

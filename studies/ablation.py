@@ -1,4 +1,4 @@
-"""``ase-so3 benchmark ablation``: what each part of the recommended eSCN buys, at a short budget.
+"""``python -m studies.ablation`` (from the repository root): what each part of the recommended eSCN buys, at a short budget.
 
 Each variant is the recommended config (``configs/escn-rmd17.yaml``) with some options switched
 back, trained by ``ase-so3 train`` on one thread for the same wall-clock budget, one after
@@ -107,7 +107,7 @@ def table(out: Path, epochs: int, speed: dict, minutes: float) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ase-so3 benchmark ablation", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m studies.ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="HDF5 data set (ase-so3 convert)")
     p.add_argument("--config", default="configs/escn-rmd17.yaml")
