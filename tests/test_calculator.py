@@ -95,7 +95,7 @@ def test_loads_from_file_and_by_bad_name(tmp_path, ethanol):
     ref = ethanol.copy()
     ref.calc = SO3Calculator(model)
     assert ethanol.get_potential_energy() == ref.get_potential_energy()
-    with pytest.raises(ValueError, match="neither a potential file nor the name"):
+    with pytest.raises(ValueError, match="neither a potential file nor a shipped potential"):
         SO3Calculator("no-such-potential")
 
 

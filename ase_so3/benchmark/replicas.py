@@ -44,8 +44,9 @@ def time_torchsim(potential, atoms, replicas: int, steps: int, device: str, dtyp
     from torch_sim.integrators import nve
     from torch_sim.units import MetalUnits as U
 
+    from ase_so3.calculator import parse_dtype
     from ase_so3.engines.torchsim import SO3TorchSimModel
-    tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    tdtype = parse_dtype(dtype)
     model = SO3TorchSimModel(potential, device=device, dtype=tdtype, compute_stress=False)
     state = ts.io.atoms_to_state([atoms] * replicas, device=model.device, dtype=tdtype)
     init, update = nve(model, dt=torch.tensor(0.5e-3 * U.time, dtype=tdtype, device=model.device),

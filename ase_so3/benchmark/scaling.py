@@ -66,7 +66,9 @@ def worker(method: str, lmax: int, edges: int, channels: int, device: str, repea
     import resource
 
     import torch
-    dtype = getattr(torch, dtype_name)
+
+    from ase_so3.calculator import parse_dtype
+    dtype = parse_dtype(dtype_name)
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after imports
     step = _layer(method, lmax, edges, channels, device, dtype)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

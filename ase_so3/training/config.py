@@ -87,6 +87,8 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind.startswith("float") else int(value))
                 except ValueError:
                     raise ConfigError(f"option {f.name} must be a number, got {value!r}") from None
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.kernels not in ("auto", "cpp", "torch"):
             raise ConfigError(f"kernels must be auto, cpp or torch, got {self.kernels!r}")
         if self.scheduler == "cosine_budget":

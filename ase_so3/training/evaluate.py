@@ -6,8 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import torch
-
+from ase_so3.calculator import parse_dtype
 from ase_so3.loading import load_potential
 from ase_so3.training.data import GraphSet
 from ase_so3.training.hdf5 import HDF5Dataset
@@ -20,7 +19,7 @@ def evaluate_potential(potential, data, split: str = "test", batch_size: int = 3
     """Metrics dict (meV, meV/atom, meV/Å); with ``output`` also writes ``errors.csv`` and
     ``parity.png`` (headed ``title``) there."""
     model = load_potential(potential) if isinstance(potential, (str, Path)) else potential
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    torch_dtype = parse_dtype(dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     ds = HDF5Dataset(data)
     indices = ds.split(split)

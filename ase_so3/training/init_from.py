@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 
 def init_weights(model, source: str) -> dict:
     """Load the weights of the potential ``source`` (a file or a shipped name) into ``model``,
     whose model and config must be the same; return what the new potential records of it."""
+    from ase_so3.loading import resolve_potential
     from ase_so3.potentials.serialization import PotentialFileError, read_potential_file
-    path = Path(source)
-    if not path.is_file():
-        from ase_so3.pretrained import list_potentials, potential_path
-        if source not in list_potentials():
-            raise PotentialFileError(
-                f"init_from={source!r} is neither a potential file nor a shipped potential "
-                f"(shipped: {', '.join(list_potentials())})")
-        path = potential_path(source)
-    payload = read_potential_file(path)
+    payload = read_potential_file(resolve_potential(source, "init_from="))
     ours = model.config.to_dict()
     theirs = payload["config"]
     # a file older than an option has that option's default (old files keep loading)

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from ase_so3 import keys as K
+from ase_so3.calculator import parse_dtype
 from ase_so3.errors import ASESO3Error
 from ase_so3.io_utils import atomic_path, folder_lock
 from ase_so3.potentials import build_potential, get_model_class
@@ -58,7 +59,7 @@ def loss_terms(pred: dict, target: dict, cfg: TrainConfig) -> dict[str, torch.Te
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.dtype = {"float64": torch.float64, "float32": torch.float32}[cfg.dtype]
+        self.dtype = parse_dtype(cfg.dtype)
         self.rank, self.world_size = _init_distributed(cfg.device)
         self.device = torch.device(cfg.device if not cfg.device.startswith("cuda") or self.world_size == 1
                                    else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
