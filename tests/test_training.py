@@ -420,3 +420,14 @@ def test_init_from_starts_at_the_given_weights_and_refuses_another_model(ethanol
         Trainer(_cfg(ethanol_h5, tmp_path / "d", model_config=other, init_from=str(source)))
     with pytest.raises(PotentialFileError, match="neither a potential file nor a shipped"):
         Trainer(_cfg(ethanol_h5, tmp_path / "e", init_from="no-such-potential"))
+
+
+def test_error_metrics_is_the_one_definition_of_the_reported_errors():
+    from ase_so3.training.metrics import error_metrics
+    m = error_metrics(e_ref=[1.0, 2.0], e_pred=[1.003, 1.999], num_atoms=[3, 1],
+                      f_ref=np.zeros((4, 3)), f_pred=np.full((4, 3), 0.002), offset_free=True)
+    assert m["energy_mae_meV"] == pytest.approx(2.0) and m["energy_rmse_meV"] == pytest.approx(5 ** 0.5)
+    assert m["energy_mae_meV_per_atom"] == pytest.approx(1.0)
+    assert m["energy_mae_offset_free_meV"] == pytest.approx(2.0)  # errors +3, -1 about +1
+    assert m["forces_mae_meV_per_A"] == pytest.approx(2.0) and m["forces_rmse_meV_per_A"] == pytest.approx(2.0)
+    assert "energy_mae_offset_free_meV" not in error_metrics([0.0], [0.0], [1], [0.0], [0.0])

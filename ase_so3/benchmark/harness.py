@@ -21,6 +21,7 @@ import numpy as np
 
 from ase_so3.errors import MissingFileError, UnknownNameError
 from ase_so3.io_utils import atomic_path
+from ase_so3.training.metrics import error_metrics
 
 OUR_MODELS = ("tfn", "se3_transformer", "escn")
 SHIPPED_MODEL_CONFIG = {"lmax": 2, "channels": 32, "num_layers": 2, "cutoff": 5.0}
@@ -189,16 +190,11 @@ def accuracy(args, molecule: str, h5: Path, models: dict, out: Path, res: Result
         seconds = time.perf_counter() - start
         e = np.array([p["energy"] for p in pred])
         f = np.concatenate([p["forces"] for p in pred])
-        de, df = (e - e_ref) * 1e3, (f - f_ref) * 1e3
         parity = out / "parity" / f"{molecule}_{model}.npz"
         parity.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(parity, e_ref=e_ref / n_atoms, e_pred=e / n_atoms, f_ref=f_ref.ravel(),
                             f_pred=f.ravel())
-        row = {"energy_mae_meV": float(np.abs(de).mean()),
-               "energy_rmse_meV": float(np.sqrt((de ** 2).mean())),
-               "energy_mae_meV_per_atom": float(np.abs(de / n_atoms).mean()),
-               "forces_mae_meV_per_A": float(np.abs(df).mean()),
-               "forces_rmse_meV_per_A": float(np.sqrt((df ** 2).mean())),
+        row = {**error_metrics(e_ref, e, n_atoms, f_ref, f),
                "test_structures": len(images), "parameters": num_parameters(calc),
                "eval_seconds": seconds, "parity": str(parity.relative_to(out))}
         log(f"{molecule}: {model} test E MAE {row['energy_mae_meV']:.2f} meV, F MAE "

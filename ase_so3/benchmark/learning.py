@@ -159,14 +159,10 @@ def test_errors(spec: dict, images, e_ref: np.ndarray, f_ref: np.ndarray) -> dic
     from ase_so3.benchmark.models import make_calculator, num_parameters, predict
     calc = make_calculator(spec, dtype="float64")
     pred = predict(calc, images)
+    from ase_so3.training.metrics import error_metrics
     n = np.array([len(a) for a in images])
-    de = (np.array([p["energy"] for p in pred]) - e_ref) * 1e3
-    df = (np.concatenate([p["forces"] for p in pred]) - f_ref) * 1e3
-    return {"energy_mae_meV": float(np.abs(de).mean()),
-            "energy_mae_offset_free_meV": float(np.abs(de - de.mean()).mean()),
-            "energy_mae_meV_per_atom": float(np.abs(de / n).mean()),
-            "forces_mae_meV_per_A": float(np.abs(df).mean()),
-            "forces_rmse_meV_per_A": float(np.sqrt((df ** 2).mean())),
+    return {**error_metrics(e_ref, np.array([p["energy"] for p in pred]), n, f_ref,
+                            np.concatenate([p["forces"] for p in pred]), offset_free=True),
             "parameters": num_parameters(calc), "test_structures": len(images)}
 
 

@@ -10,6 +10,23 @@ from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.training.data import GraphSet
 
 
+def error_metrics(e_ref, e_pred, num_atoms, f_ref, f_pred, offset_free: bool = False) -> dict:
+    """The one definition of the errors the package reports: energy MAE and RMSE (meV), energy
+    MAE per atom (meV/atom), force-component MAE and RMSE (meV/Å), from energies (eV, one per
+    structure), atom counts and forces (eV/Å, any shape). ``offset_free`` adds the energy MAE
+    after removing the mean error (a constant offset that forces do not constrain)."""
+    e = (np.asarray(e_pred, dtype=float) - np.asarray(e_ref, dtype=float)) * 1e3
+    f = (np.asarray(f_pred, dtype=float) - np.asarray(f_ref, dtype=float)).ravel() * 1e3
+    out = {"energy_mae_meV": float(np.abs(e).mean()),
+           "energy_rmse_meV": float(np.sqrt((e ** 2).mean())),
+           "energy_mae_meV_per_atom": float(np.abs(e / np.asarray(num_atoms)).mean()),
+           "forces_mae_meV_per_A": float(np.abs(f).mean()),
+           "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()))}
+    if offset_free:
+        out["energy_mae_offset_free_meV"] = float(np.abs(e - e.mean()).mean())
+    return out
+
+
 def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, device,
                        per_structure: bool = False) -> dict:
     """Energy (meV, meV/atom) and force (meV/Å) MAE/RMSE of ``model`` on a graph set. With
@@ -34,12 +51,7 @@ def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, devic
                              "energy_pred_eV": float(e_pred[-1][k]),
                              "forces_mae_meV_per_A": float(df[ptr[k]:ptr[k + 1]].mean() * 1e3)})
     e_ref, e_pred, f_ref, f_pred, n = (np.concatenate(x) for x in (e_ref, e_pred, f_ref, f_pred, counts))
-    e, f = e_pred - e_ref, f_pred - f_ref
-    out = {"energy_mae_meV": float(np.abs(e).mean() * 1e3),
-           "energy_rmse_meV": float(np.sqrt((e ** 2).mean()) * 1e3),
-           "energy_mae_meV_per_atom": float(np.abs(e / n).mean() * 1e3),
-           "forces_mae_meV_per_A": float(np.abs(f).mean() * 1e3),
-           "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()) * 1e3)}
+    out = error_metrics(e_ref, e_pred, n, f_ref, f_pred)
     if per_structure:
         out["per_structure"] = rows
         out["parity"] = {"energy_per_atom": (e_ref / n, e_pred / n), "forces": (f_ref, f_pred)}
