@@ -26,14 +26,17 @@ COINCIDENT = 1e-6  # Å: atoms closer than this make edge directions undefined
 
 def validate_atoms(atoms) -> None:
     """Raise :class:`InvalidStructureError` for structures no potential can evaluate."""
-    pos = atoms.get_positions()
+    validate_arrays(atoms.get_positions(), np.asarray(atoms.cell.array, dtype=np.float64),
+                    np.asarray(atoms.pbc, dtype=bool))
+
+
+def validate_arrays(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """:func:`validate_atoms` on plain arrays: positions ``[N, 3]``, cell ``[3, 3]``, pbc ``[3]``."""
     if not np.all(np.isfinite(pos)):
         bad = np.where(~np.all(np.isfinite(pos), axis=1))[0]
         raise InvalidStructureError(
             f"positions of atoms {bad[:10].tolist()} are NaN or infinite; "
             "fix the structure (a previous step may have diverged)")
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
     if not np.all(np.isfinite(cell)):
         raise InvalidStructureError("the cell contains NaN or infinite values; set a valid cell")
     lengths = np.linalg.norm(cell, axis=1)
@@ -52,10 +55,16 @@ def validate_atoms(atoms) -> None:
 def structure_arrays(atoms, cutoff: float, min_distance: float | None, pair_list=None):
     """Validated ``(positions, numbers, cell, pbc, centre, neighbour, unit_shifts)`` of one
     structure with its neighbour list (``pair_list`` as in :func:`atoms_to_graph`)."""
-    validate_atoms(atoms)
-    pos = atoms.get_positions()
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
+    return system_arrays(atoms.get_positions(), np.asarray(atoms.numbers),
+                         np.asarray(atoms.cell.array, dtype=np.float64),
+                         np.asarray(atoms.pbc, dtype=bool), cutoff, min_distance, pair_list)
+
+
+def system_arrays(pos: np.ndarray, numbers: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
+                  cutoff: float, min_distance: float | None, pair_list=None):
+    """:func:`structure_arrays` from plain arrays (float64 positions and cell, bool pbc), for
+    engines that hold their systems as tensors (torch-sim)."""
+    validate_arrays(pos, cell, pbc)
     if pair_list is None:
         centre, neigh, shifts, dist = neighbor_list(pos, cell, pbc, cutoff)
     else:
@@ -73,8 +82,8 @@ def structure_arrays(atoms, cutoff: float, min_distance: float | None, pair_list
                 f"atoms {pair[0]} and {pair[1]} are {dmin:.3f} Å apart, closer than "
                 f"min_distance={min_distance} Å; the potential was not trained on such "
                 "configurations and its energies there are not trustworthy", CloseAtomsWarning,
-                stacklevel=3)
-    return pos, np.asarray(atoms.numbers), cell, pbc, centre, neigh, shifts
+                stacklevel=4)
+    return pos, np.asarray(numbers), cell, pbc, centre, neigh, shifts
 
 
 def atoms_to_graph(atoms, cutoff: float, dtype: torch.dtype = torch.float64,

@@ -81,3 +81,21 @@ def test_torch_sim_nve_conserves_energy():
     energies = np.array(energies)
     per_atom = np.abs(energies - energies[0]).max(axis=0) / 9
     assert per_atom.max() < 1e-4, per_atom
+
+
+def test_the_model_reads_the_state_without_building_atoms(monkeypatch):
+    """Each call goes from the state's tensors to the batch: no ase.Atoms per step."""
+    import ase.atoms
+    import torch_sim as ts
+    from ase.build import molecule
+
+    from ase_so3.engines.torchsim import SO3TorchSimModel
+    model = SO3TorchSimModel("escn-rmd17-ethanol", dtype=torch.float64)
+    state = ts.io.atoms_to_state([molecule("CH3CH2OH")] * 3, device=model.device,
+                                 dtype=model.dtype)
+
+    def no_atoms(*args, **kwargs):
+        raise AssertionError("an ase.Atoms was built during a model call")
+    monkeypatch.setattr(ase.atoms.Atoms, "__init__", no_atoms)
+    out = model(state)
+    assert out["forces"].shape == (27, 3) and torch.isfinite(out["energy"]).all()

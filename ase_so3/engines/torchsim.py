@@ -21,7 +21,7 @@ import torch
 from torch_sim.models.interface import ModelInterface
 
 from ase_so3 import keys as K
-from ase_so3.graph import atoms_to_graph
+from ase_so3.graph import collate_arrays, system_arrays
 from ase_so3.potentials.forces import energy_forces_stress
 
 
@@ -49,36 +49,36 @@ class SO3TorchSimModel(ModelInterface):
         for p in self.potential.parameters():
             p.requires_grad_(False)
 
-    def _images(self, state):
-        from ase import Atoms
+    def _systems(self, state) -> tuple[list[tuple], bool]:
+        """Each system's validated arrays and neighbour list, read from the state's tensors
+        (no ``ase.Atoms`` per call), and whether the cells are periodic in all directions."""
         pos = state.positions.detach().cpu().numpy().astype(np.float64)
         numbers = state.atomic_numbers.detach().cpu().numpy()
         cells = state.row_vector_cell.detach().cpu().numpy().astype(np.float64)
         systems = state.system_idx.detach().cpu().numpy()
         pbc = np.broadcast_to(np.asarray(state.pbc.detach().cpu() if torch.is_tensor(state.pbc)
                                          else state.pbc, dtype=bool), (3,))
-        images = []
-        for s in range(cells.shape[0]):
-            mask = systems == s
-            images.append(Atoms(numbers=numbers[mask], positions=pos[mask], cell=cells[s],
-                                pbc=pbc))
-        return images, bool(pbc.all())
+        if np.any(np.diff(systems) < 0):  # torch-sim keeps each system's atoms together
+            raise ValueError("the state's atoms are not grouped by system (system_idx decreases)")
+        starts = np.searchsorted(systems, np.arange(cells.shape[0] + 1))
+        parts = [system_arrays(pos[lo:hi], numbers[lo:hi], cells[s], pbc,
+                               self.potential.cutoff, self.min_distance)
+                 for s, (lo, hi) in enumerate(zip(starts[:-1], starts[1:]))]
+        return parts, bool(pbc.all())
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
         if isinstance(state, dict):
             import torch_sim as ts
             state = ts.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
-        images, periodic = self._images(state)
-        for a in images:
-            self.potential.check_species(a.numbers)
-        graph = atoms_to_graph(images, self.potential.cutoff, dtype=self._dtype,
-                               device=self._device, min_distance=self.min_distance)
+        parts, periodic = self._systems(state)
+        self.potential.check_species(np.unique(np.concatenate([p[1] for p in parts])))
+        graph = collate_arrays(parts, dtype=self._dtype, device=self._device)
         stress = self._compute_stress and periodic
         with torch.enable_grad():
             res = energy_forces_stress(self.potential, graph, forces=True, stress=stress)
         out = {"energy": res[K.ENERGY].detach(), "forces": res[K.FORCES].detach()}
         if self._compute_stress:
             out["stress"] = (res[K.STRESS].detach() if stress else
-                             torch.zeros((len(images), 3, 3), dtype=self._dtype,
+                             torch.zeros((len(parts), 3, 3), dtype=self._dtype,
                                          device=self._device))
         return out
