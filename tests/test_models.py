@@ -112,3 +112,19 @@ def test_isolated_atoms_and_single_atom(model_spec):
     res = checks.evaluate(model, [lone, single])
     assert all(np.isfinite(r["energy"]) for r in res)
     assert np.all(res[0]["forces"] == 0)
+
+
+def test_radial_weights_fold_the_envelope_into_the_last_product():
+    """RadialWeights computes envelope * MLP(basis) as one product [env*h, env] @ [W; b]; the
+    same numbers as the plain form, with and without the last bias."""
+    import torch
+
+    from ase_so3.potentials.blocks import RadialWeights
+    torch.manual_seed(0)
+    radial = RadialWeights(8, 16, (3, 4)).double()
+    basis = torch.randn(10, 8, dtype=torch.float64)
+    envelope = torch.rand(10, dtype=torch.float64)
+    for _ in range(2):
+        plain = (radial.mlp(basis) * envelope[:, None]).reshape(10, 3, 4)
+        torch.testing.assert_close(radial(basis, envelope), plain, rtol=1e-12, atol=1e-14)
+        radial.mlp[-1].bias = None

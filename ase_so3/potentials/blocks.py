@@ -82,7 +82,10 @@ class RadialWeights(nn.Module):
         for k in range(len(self.mlp) - 1):
             h = self.mlp[k](h)
         last, env = self.mlp[-1], envelope[:, None]
-        w = torch.cat([env * h, env], dim=1) @ torch.cat([last.weight.T, last.bias[None]], dim=0)
+        if last.bias is None:
+            w = (env * h) @ last.weight.T
+        else:
+            w = torch.cat([env * h, env], dim=1) @ torch.cat([last.weight.T, last.bias[None]], 0)
         return w.reshape(basis.shape[0], *self.out_shape)
 
 
