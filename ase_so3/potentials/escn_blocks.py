@@ -48,14 +48,6 @@ class SO2Convolution(nn.Module):
         return so2.so2_linear(x_rot, list(self.weights), self.lmax, self.mmax, input_scale=list(rad))
 
 
-def _block_degrees(lmax: int, mmax: int) -> list[torch.Tensor]:
-    """The degree of each row of each edge-frame m-block (:func:`so2.block_sizes`)."""
-    out = [torch.arange(lmax + 1)]
-    for m in range(1, mmax + 1):
-        out.append(torch.arange(m, lmax + 1).repeat(2))
-    return out
-
-
 class GatedSO2Message(nn.Module):
     """``W2_m gate(W1_m (rad_m(edge) * x_m))``: c_in -> hidden -> c_out channels."""
 
@@ -66,7 +58,8 @@ class GatedSO2Message(nn.Module):
         self.conv1 = SO2Convolution(lmax, mmax, c_in, hidden, num_basis, radial_hidden,
                                     extra_m0=lmax * hidden)
         self.weights2 = _so2_weights(lmax, mmax, hidden, c_out)
-        self.register_buffer("degree0", _block_degrees(lmax, mmax)[0], persistent=False)
+        # the degree of each row of the m = 0 block: l = 0..lmax
+        self.register_buffer("degree0", torch.arange(lmax + 1), persistent=False)
 
     def forward(self, x_rot: list[torch.Tensor], edge: torch.Tensor,
                 envelope: torch.Tensor) -> list[torch.Tensor]:
