@@ -25,6 +25,7 @@ from ase_so3.loading import load_potential
 from ase_so3.neighbors import VerletNeighborList
 from ase_so3.potentials.base import Potential
 from ase_so3.potentials.forces import energy_forces_stress, split_by_structure
+from ase_so3.uncertainty import ENERGY_STD, FORCES_STD, FeatureUncertainty, readout_features
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
@@ -74,13 +75,18 @@ class SO3Calculator(Calculator):
         and replay it (:mod:`ase_so3.cuda_graphs`): for small structures, where launching kernels
         one by one costs more than running them. Same results as without (tested); a new capture
         when the atom count changes or the edge count outgrows the padded capacity.
+    uncertainty: ``"auto"`` (default) adds ``energy_std`` (eV) and ``forces_std`` (eV/Å, one per
+        atom: the calibrated root-mean-square error of that atom's force vector) to the results
+        when the potential carries a calibration (:mod:`ase_so3.uncertainty`; ``ase-so3
+        calibrate``); ``True`` requires one, ``False`` never computes them.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, device="cpu", dtype="float64", min_distance: float | None = 0.5,
                  skin: float = 0.5, max_atoms_per_chunk: int | None = None,
-                 compile: bool | str = False, cuda_graphs: bool = False, **kwargs):
+                 compile: bool | str = False, cuda_graphs: bool = False,
+                 uncertainty: bool | str = "auto", **kwargs):
         super().__init__(**kwargs)
         if isinstance(potential, (str, Path)):
             model = load_potential(potential)
@@ -110,12 +116,16 @@ class SO3Calculator(Calculator):
                                   "model is untested (cuda_graphs alone was the faster on GPU)")
             from ase_so3.cuda_graphs import CUDAGraphStep
             self.graph_step = CUDAGraphStep(self.potential)
+        self.uncertainty = _uncertainty(model, uncertainty)
+        if self.uncertainty is not None:
+            self.implemented_properties = [*self.implemented_properties, ENERGY_STD, FORCES_STD]
         # ASE's convention: the options in self.parameters, so todict() and trajectories record
         # how the forces were computed
         self.parameters.update(
             potential=_describe(potential, model), device=str(self.device),
             dtype=str(self.dtype).replace("torch.", ""), min_distance=min_distance, skin=skin,
-            max_atoms_per_chunk=max_atoms_per_chunk, compile=compile, cuda_graphs=cuda_graphs)
+            max_atoms_per_chunk=max_atoms_per_chunk, compile=compile, cuda_graphs=cuda_graphs,
+            uncertainty=uncertainty)
 
     def set(self, **kwargs):
         """ASE's ``set``; the options of the constructor are fixed (make a new calculator)."""
@@ -142,11 +152,25 @@ class SO3Calculator(Calculator):
                                min_distance=self.min_distance, pair_list=self.neighbors)
         periodic = bool(np.all(atoms.pbc))
         with torch.enable_grad():
-            if self.graph_step is not None:
-                out = self.graph_step(graph, stress=periodic)
-            else:
-                out = energy_forces_stress(self.potential, graph, forces=True, stress=periodic)
+            out = self._evaluate(graph, periodic)
         self.results = _ase_results(split_by_structure(out, graph)[0], periodic)
+
+    def _evaluate(self, graph: dict, stress: bool) -> dict:
+        """Energy, forces (and stress) of one batch, with the uncertainty when calibrated."""
+        plain = self.graph_step is None and "_compiled_node_energies" not in self.potential.__dict__
+        if self.uncertainty is None or not plain:
+            if self.graph_step is not None:
+                out = self.graph_step(graph, stress=stress)
+            else:
+                out = energy_forces_stress(self.potential, graph, forces=True, stress=stress)
+            if self.uncertainty is None:
+                return out
+            with torch.no_grad(), readout_features(self.potential) as holder:
+                self.potential(graph)  # compiled or captured steps: the features of an eager pass
+        else:
+            with readout_features(self.potential) as holder:
+                out = energy_forces_stress(self.potential, graph, forces=True, stress=stress)
+        return {**out, **self.uncertainty.evaluate(holder["features"], graph)}
 
     def _calculate_chunked(self, atoms) -> None:
         from ase_so3.graph import structure_arrays
@@ -155,7 +179,8 @@ class SO3Calculator(Calculator):
             atoms, self.potential.cutoff, self.min_distance, self.neighbors)
         periodic = bool(np.all(pbc))
         r = energy_forces_stress_chunked(self.potential, pos, numbers, cell, (centre, neigh, shifts),
-                                         self.max_atoms_per_chunk, periodic, self.dtype, self.device)
+                                         self.max_atoms_per_chunk, periodic, self.dtype, self.device,
+                                         uncertainty=self.uncertainty)
         self.results = _ase_results(r, periodic)
 
     def calculate_many(self, images, batch_size: int = 32) -> list[dict]:
@@ -171,13 +196,13 @@ class SO3Calculator(Calculator):
                                    device=self.device, min_distance=self.min_distance)
             periodic = [bool(np.all(a.pbc)) for a in chunk]
             with torch.enable_grad():
-                res = energy_forces_stress(self.potential, graph, forces=True, stress=any(periodic))
+                res = self._evaluate(graph, any(periodic))
             out.extend(_ase_results(r, p) for r, p in zip(split_by_structure(res, graph), periodic))
         return out
 
 
 _OPTIONS = ("potential", "device", "dtype", "min_distance", "skin", "max_atoms_per_chunk",
-            "compile", "cuda_graphs")
+            "compile", "cuda_graphs", "uncertainty")
 
 
 def _describe(spec, model) -> str | dict:
@@ -195,4 +220,18 @@ def _ase_results(r: dict, periodic: bool) -> dict:
            "forces": r["forces"]}
     if periodic:
         out["stress"] = full_3x3_to_voigt_6_stress(r["stress"])
+    for key in (ENERGY_STD, FORCES_STD):
+        if key in r:
+            out[key] = r[key]
     return out
+
+
+def _uncertainty(model, option) -> FeatureUncertainty | None:
+    if option not in ("auto", True, False):
+        raise ConfigError(f"uncertainty must be 'auto', True or False, got {option!r}")
+    cal = FeatureUncertainty.of(model) if option else None
+    if option is True and cal is None:
+        raise ConfigError("uncertainty=True, but this potential carries no uncertainty "
+                          "calibration; add one with `ase-so3 calibrate POTENTIAL DATA.h5 -o "
+                          "OUT.pt` (or use uncertainty='auto')")
+    return cal

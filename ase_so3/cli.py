@@ -67,12 +67,18 @@ def _cmd_md(args) -> int:
     res = run_md(atoms, calc, ensemble=args.ensemble, temperature_K=args.temperature,
                  timestep_fs=args.timestep, steps=args.steps, seed=args.seed,
                  friction_per_fs=args.friction, output=args.output, interval=args.interval,
-                 traj_format=args.format, progress=not args.quiet)
+                 traj_format=args.format, progress=not args.quiet,
+                 uncertainty_threshold=args.uncertainty_threshold, on_uncertain=args.on_uncertain)
     print(f"{'interrupted after' if res.interrupted else 'done:'} {res.steps_done} steps in "
           f"{res.seconds:.2f} s ({res.steps_per_second:.1f} steps/s)")
     if res.drift_eV_per_atom_per_ps is not None:
         print(f"NVE energy drift: {res.drift_eV_per_atom_per_ps:.3e} eV/atom/ps; largest "
               f"deviation {res.max_deviation_eV_per_atom:.3e} eV/atom")
+    if args.uncertainty_threshold is not None:
+        print(f"{res.uncertain_frames} frames with a force uncertainty over "
+              f"{args.uncertainty_threshold} eV/Å" + (" (stopped at the first)" if
+                                                      res.stopped_uncertain else "") +
+              (f": {Path(args.output) / 'uncertain.extxyz'}" if res.uncertain_frames else ""))
     print(f"trajectory: {res.trajectory}\nlog: {res.log}")
     print(f"plot: {res.plot}" if res.plot else "plot: skipped (pip install matplotlib)")
     return 130 if res.interrupted else 0
@@ -126,6 +132,26 @@ def _cmd_evaluate(args) -> int:
     print(f"forces MAE {m['forces_mae_meV_per_A']:.2f} meV/Å, RMSE {m['forces_rmse_meV_per_A']:.2f} meV/Å")
     if args.output:
         print(f"per-structure errors: {args.output}/errors.csv; parity plot: {m.get('parity_plot')}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from ase_so3.calculator import parse_dtype
+    from ase_so3.uncertainty import calibrate_potential
+    r = calibrate_potential(args.potential, args.data, args.output, train_split=args.train_split,
+                            val_split=args.val_split, test_split=args.test_split,
+                            dtype=parse_dtype(args.dtype), device=args.device)
+    print(f"fitted on {r['train_structures']} {args.train_split} and {r['val_structures']} "
+          f"{args.val_split} structures: force scale {r['forces_scale'] * 1e3:.3f} meV/Å, "
+          f"regularisation {r['reg']:.0e}")
+    t = r.get("test")
+    if t:
+        print(f"{args.test_split} ({t['structures']} structures): Spearman of predicted and "
+              f"actual per-structure force RMSE {t['spearman_structure_forces']:.3f}; force RMSE "
+              f"predicted {t['forces_rmse_predicted_meV_per_A']:.2f}, observed "
+              f"{t['forces_rmse_observed_meV_per_A']:.2f} meV/Å")
+    print(f"potential with uncertainty: {args.output} (SO3Calculator results energy_std, "
+          "forces_std)")
     return 0
 
 
@@ -197,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--interval", type=int, default=1, help="write every N steps")
     md.add_argument("--format", choices=["traj", "extxyz"], default="traj")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
+    md.add_argument("--uncertainty-threshold", type=float, default=None, metavar="EV_PER_A",
+                    help="frames whose largest forces_std exceeds this are saved to "
+                         "uncertain.extxyz (needs a calibrated potential)")
+    md.add_argument("--on-uncertain", choices=["save", "stop"], default="save",
+                    help="at a frame over the threshold: save it and go on, or stop there")
     cv = sub.add_parser("convert", help="npz / extxyz / ASE db -> HDF5, or HDF5 -> extxyz")
     cv.add_argument("inputs", nargs="+", help="input files (one .h5 to export to extxyz)")
     cv.add_argument("-o", "--output", required=True)
@@ -225,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default=None, help="folder for errors.csv and parity.png")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    ca = sub.add_parser("calibrate", help="fit a potential's uncertainty (energy_std, "
+                        "forces_std) on a data set and write the potential with it")
+    ca.add_argument("potential", help="potential file or shipped potential name")
+    ca.add_argument("data", help="HDF5 data set with the training and validation splits")
+    ca.add_argument("-o", "--output", required=True, help="potential file to write")
+    ca.add_argument("--train-split", default="train")
+    ca.add_argument("--val-split", default="val")
+    ca.add_argument("--test-split", default=None, help="also report how well it ranks the "
+                    "errors of this split")
+    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ck = sub.add_parser("check", help="physics self-check of a potential (exit 1 on failure)")
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
@@ -252,7 +294,8 @@ def main(argv=None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
-                "evaluate": _cmd_evaluate, "check": _cmd_check, "benchmark": _cmd_benchmark,
+                "evaluate": _cmd_evaluate, "check": _cmd_check,
+                "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
                 "ipi-client": _cmd_ipi_client}
     try:
         return handlers[args.command](args)

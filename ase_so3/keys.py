@@ -54,6 +54,8 @@ NODE_ENERGY = "node_energy"  # [N] float, eV
 FORCES = "forces"  # [N, 3] float, eV/Å
 STRESS = "stress"  # [G, 3, 3] float, eV/Å^3, (1/V) dE/d(strain)
 VIRIAL = "virial"  # [G, 3, 3] float, eV, -dE/d(strain)
+ENERGY_STD = "energy_std"  # [G] float64, eV: calibrated uncertainty of the energy
+FORCES_STD = "forces_std"  # [N] float64, eV/Å: calibrated RMS error of each atom's force vector
 
 SENDER = 0  # row of EDGE_INDEX holding the neighbour j
 RECEIVER = 1  # row of EDGE_INDEX holding the centre atom i

@@ -23,6 +23,8 @@ class MDResult:
     log: Path
     plot: Path | None
     interrupted: bool
+    uncertain_frames: int = 0  # frames over ``uncertainty_threshold`` (saved or stopped at)
+    stopped_uncertain: bool = False  # the run stopped at an uncertain frame
 
 
 def load_structure(spec: str):
@@ -64,12 +66,18 @@ def _plot(log_rows: list[dict], path: Path) -> Path | None:
 def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.0,
            timestep_fs: float = 0.5, steps: int = 200, seed: int = 0, friction_per_fs: float = 0.01,
            output: str | Path = "md_out", interval: int = 1, traj_format: str = "traj",
-           progress: bool = True, log_every: int = 10) -> MDResult:
+           progress: bool = True, log_every: int = 10,
+           uncertainty_threshold: float | None = None, on_uncertain: str = "save") -> MDResult:
     """Run NVE (velocity Verlet) or NVT (Langevin) MD; write trajectory, CSV log and plot.
 
     ``log.csv`` gets a row per step and is flushed to disk every ``log_every`` steps, so a run
     killed hard keeps its log up to then. Ctrl-C stops cleanly: frames written so far stay
     readable and the summary is still produced.
+
+    With a calculator that reports uncertainty (an ``SO3Calculator`` of a calibrated potential)
+    the log has ``energy_std_eV`` and ``max_forces_std_eV_per_A`` per step. A frame whose largest
+    ``forces_std`` exceeds ``uncertainty_threshold`` (eV/Å) is written to ``uncertain.extxyz``
+    (``on_uncertain="save"``) or ends the run there (``"stop"``, the frame saved as well).
     """
     from ase import units
     from ase.io import Trajectory, write
@@ -93,6 +101,16 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
                        friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
     else:
         raise ConfigError("ensemble must be 'nve' or 'nvt'")
+    if on_uncertain not in ("save", "stop"):
+        raise ConfigError(f"on_uncertain must be 'save' or 'stop', got {on_uncertain!r}")
+    if uncertainty_threshold is not None and "forces_std" not in getattr(
+            calculator, "implemented_properties", ()):
+        raise ConfigError("uncertainty_threshold needs a calculator that reports forces_std: a "
+                          "potential with an uncertainty calibration (ase-so3 calibrate)")
+    uncertain_path = out / "uncertain.extxyz"
+    if uncertain_path.exists():
+        uncertain_path.unlink()
+    uncertain = 0
     traj_path = out / ("trajectory.traj" if traj_format == "traj" else "trajectory.extxyz")
     if traj_path.exists():
         traj_path.unlink()
@@ -103,12 +121,22 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
     log_file = open(log_path, "w", newline="")
     log_writer = None
 
-    def record():
+    def record() -> bool:
+        """Log the step; True when the frame is over the uncertainty threshold."""
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        nonlocal log_writer
+        nonlocal log_writer, uncertain
         rows.append({"step": dyn.nsteps, "time_fs": dyn.nsteps * timestep_fs,
                      "potential_eV": epot, "kinetic_eV": ekin, "total_eV": epot + ekin,
                      "temperature_K": atoms.get_temperature()})
+        results = atoms.calc.results
+        over = False
+        if "forces_std" in results:
+            worst = float(np.max(results["forces_std"]))
+            rows[-1].update(energy_std_eV=float(results["energy_std"]),
+                            max_forces_std_eV_per_A=worst)
+            if uncertainty_threshold is not None and worst > uncertainty_threshold:
+                over, uncertain = True, uncertain + 1
+                write(uncertain_path, atoms, format="extxyz", append=True)
         if log_writer is None:
             log_writer = csv.DictWriter(log_file, fieldnames=list(rows[0]))
             log_writer.writeheader()
@@ -120,17 +148,20 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
                 traj.write(atoms)
             else:
                 write(traj_path, atoms, format="extxyz", append=True)
+        return over
 
     bar = tqdm(total=steps, disable=not progress, unit="step", desc=f"MD {ensemble.upper()}",
                mininterval=0.5)
     record()
-    interrupted = False
+    interrupted = stopped = False
     start = time.perf_counter()
     try:
         for _ in range(steps):
             dyn.run(1)
-            record()
+            stopped = record() and on_uncertain == "stop"
             bar.update(1)
+            if stopped:
+                break
             bar.set_postfix(T=f"{rows[-1]['temperature_K']:.0f}K",
                             Etot=f"{rows[-1]['total_eV']:.4f}eV")
     except KeyboardInterrupt:
@@ -150,4 +181,4 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
                     drift_eV_per_atom_per_ps=drift,
                     max_deviation_eV_per_atom=float(np.abs(total - total[0]).max()),
                     trajectory=traj_path, log=log_path, plot=_plot(rows, out / "energies.png"),
-                    interrupted=interrupted)
+                    interrupted=interrupted, uncertain_frames=uncertain, stopped_uncertain=stopped)

@@ -11,7 +11,9 @@ systems integrated at once, each call one batched model pass over all of them.
 Energies (eV, per system), forces (eV/Å, per atom) and, for cells periodic in all three
 directions, stress (eV/Å³, ASE's sign convention, per system; zeros for molecules and slabs,
 where it is not defined) come from autograd of the energy, exactly as in
-:class:`~ase_so3.SO3Calculator`. Neighbour lists are built on the CPU for each call.
+:class:`~ase_so3.SO3Calculator`. Neighbour lists are built on the CPU for each call. A potential
+with an uncertainty calibration (:mod:`ase_so3.uncertainty`) also returns ``energy_std`` (eV, per
+system) and ``forces_std`` (eV/Å, per atom) in the same pass.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class SO3TorchSimModel(ModelInterface):
         self.potential = model.to(device=self._device, dtype=dtype).eval()
         for p in self.potential.parameters():
             p.requires_grad_(False)
+        from ase_so3.uncertainty import FeatureUncertainty
+        self.uncertainty = FeatureUncertainty.of(model)
 
     def _systems(self, state) -> tuple[list[tuple], bool]:
         """Each system's validated arrays and neighbour list, read from the state's tensors
@@ -74,9 +78,15 @@ class SO3TorchSimModel(ModelInterface):
         self.potential.check_species(np.unique(np.concatenate([p[1] for p in parts])))
         graph = collate_arrays(parts, dtype=self._dtype, device=self._device)
         stress = self._compute_stress and periodic
-        with torch.enable_grad():
+        from contextlib import nullcontext
+
+        from ase_so3.uncertainty import readout_features
+        capture = readout_features(self.potential) if self.uncertainty else nullcontext({})
+        with torch.enable_grad(), capture as holder:
             res = energy_forces_stress(self.potential, graph, forces=True, stress=stress)
         out = {"energy": res[K.ENERGY].detach(), "forces": res[K.FORCES].detach()}
+        if self.uncertainty is not None:
+            out.update(self.uncertainty.evaluate(holder["features"], graph))
         if self._compute_stress:
             out["stress"] = (res[K.STRESS].detach() if stress else
                              torch.zeros((len(parts), 3, 3), dtype=self._dtype,

@@ -15,6 +15,8 @@ set by the largest chunk with its halo instead of the whole structure.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
@@ -92,10 +94,14 @@ class HaloBuilder:
 
 def energy_forces_stress_chunked(model, positions: np.ndarray, numbers: np.ndarray,
                                  cell: np.ndarray, pair_list: tuple, max_atoms: int,
-                                 stress: bool, dtype: torch.dtype, device) -> dict:
+                                 stress: bool, dtype: torch.dtype, device,
+                                 uncertainty=None) -> dict:
     """Energy (eV), per-atom energies, forces (eV/Å) and, with ``stress``, the 3x3 stress
     (eV/Å^3) of one structure, evaluated chunk by chunk. ``pair_list`` is the full neighbour list
-    ``(centre, neighbour, unit_shifts)`` of the structure (see :mod:`ase_so3.neighbors`)."""
+    ``(centre, neighbour, unit_shifts)`` of the structure (see :mod:`ase_so3.neighbors`). With an
+    ``uncertainty`` calibration (:mod:`ase_so3.uncertainty`) also ``energy_std`` and
+    ``forces_std``, from the features of each chunk's own atoms."""
+    from ase_so3.uncertainty import readout_features
     centre, neigh, shifts = pair_list[:3]
     n = len(positions)
     builder = HaloBuilder(n, centre, neigh, shifts, model.receptive_hops)
@@ -103,6 +109,7 @@ def energy_forces_stress_chunked(model, positions: np.ndarray, numbers: np.ndarr
     node_energy = np.zeros(n)
     virial = np.zeros((3, 3))
     energy = 0.0
+    u = torch.zeros(n, dtype=torch.float64)
     t = dict(dtype=dtype, device=device)
     for chunk in spatial_chunks(positions, max_atoms):
         atom, shift, hop, sender, receiver = builder.cluster(chunk)
@@ -119,7 +126,8 @@ def energy_forces_stress_chunked(model, positions: np.ndarray, numbers: np.ndarr
                  K.PBC: torch.zeros((1, 3), dtype=torch.bool, device=device),
                  K.PTR: torch.as_tensor([0, len(atom)], dtype=torch.long, device=device)}
         own = torch.as_tensor(hop == 0, device=device)
-        with torch.enable_grad():
+        capture = readout_features(model) if uncertainty is not None else nullcontext({})
+        with torch.enable_grad(), capture as holder:
             out = model(graph)[K.NODE_ENERGY]
             e_own = out[own]
             (grad,) = torch.autograd.grad(e_own.sum(), x)
@@ -127,10 +135,16 @@ def energy_forces_stress_chunked(model, positions: np.ndarray, numbers: np.ndarr
         np.add.at(forces, atom, -g)
         node_energy[atom[hop == 0]] = e_own.detach().cpu().double().numpy()
         energy += float(e_own.detach().double().sum())
+        if uncertainty is not None:
+            u[atom[hop == 0]] = uncertainty.atom_u(holder["features"][own], graph[K.NUMBERS][own]).cpu()
         if stress:
             virial += pos.T @ g
     result = {"energy": energy, "energies": node_energy, "forces": forces}
     if stress:
         volume = abs(np.linalg.det(cell))
         result["stress"] = 0.5 * (virial + virial.T) / volume
+    if uncertainty is not None:
+        stds = uncertainty.stds(u, torch.zeros(n, dtype=torch.long), 1)
+        result[K.ENERGY_STD] = float(stds[K.ENERGY_STD][0])
+        result[K.FORCES_STD] = stds[K.FORCES_STD].numpy()
     return result

@@ -58,12 +58,15 @@ def energy_forces_stress(model, graph: dict, forces: bool = True, stress: bool =
 
 def split_by_structure(out: dict[str, torch.Tensor], graph: dict) -> list[dict]:
     """Batched results -> one dict of float64 numpy values per structure: ``energy`` (float),
-    ``energies`` (per atom), ``forces`` and, when computed, ``stress`` (3x3)."""
+    ``energies`` (per atom), ``forces`` and, when computed, ``stress`` (3x3), ``energy_std``
+    (float) and ``forces_std`` (per atom)."""
     ptr = graph[K.PTR].tolist()
     energy = out[K.ENERGY].detach().cpu().double().numpy()
     node = out[K.NODE_ENERGY].detach().cpu().double().numpy()
     forces = out[K.FORCES].detach().cpu().double().numpy() if K.FORCES in out else None
     stress = out[K.STRESS].detach().cpu().double().numpy() if K.STRESS in out else None
+    e_std = out[K.ENERGY_STD].detach().cpu().double().numpy() if K.ENERGY_STD in out else None
+    f_std = out[K.FORCES_STD].detach().cpu().double().numpy() if K.FORCES_STD in out else None
     results = []
     for g in range(len(ptr) - 1):
         r = {"energy": float(energy[g]), "energies": node[ptr[g]:ptr[g + 1]]}
@@ -71,5 +74,8 @@ def split_by_structure(out: dict[str, torch.Tensor], graph: dict) -> list[dict]:
             r["forces"] = forces[ptr[g]:ptr[g + 1]]
         if stress is not None:
             r["stress"] = stress[g]
+        if e_std is not None:
+            r[K.ENERGY_STD] = float(e_std[g])
+            r[K.FORCES_STD] = f_std[ptr[g]:ptr[g + 1]]
         results.append(r)
     return results

@@ -2,7 +2,8 @@
 schedule, EMA, gradient clipping, early stopping, atomic checkpoints with exact resume, a NaN
 guard, progress bars and per-epoch logs, and PyTorch DDP under ``torchrun``.
 
-Output folder: ``potential.pt`` (the best EMA weights, loadable by ``SO3Calculator``),
+Output folder: ``potential.pt`` (the best EMA weights with their uncertainty calibration,
+loadable by ``SO3Calculator``),
 ``checkpoint_last.pt``, ``checkpoint_best.pt``, ``metrics.csv``, ``metrics.jsonl``,
 ``config.yaml`` and ``dataset_stats.json``.
 """
@@ -337,6 +338,13 @@ class Trainer:
         if main and (self.out / "potential.pt").is_file():
             shift = self.refit_energy_shift(self.out / "potential.pt")
             log(f"refitted the per-atom energy shift on the training set: {shift * 1e3:+.3f} meV/atom")
+            if len(self.val_set) >= 2:  # forces_std and energy_std (ase_so3.uncertainty)
+                from ase_so3.uncertainty import calibrate_file
+                cal, _ = calibrate_file(self.out / "potential.pt", self.out / "potential.pt",
+                                        self.train_set, self.val_set, cfg.val_batch_size,
+                                        self.dtype, self.device)
+                log(f"uncertainty calibrated on the validation set: force scale "
+                    f"{cal.forces_scale * 1e3:.3f} meV/Å")
         if self.world_size > 1:
             torch.distributed.barrier()
         return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
