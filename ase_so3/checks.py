@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ase_so3.graph import atoms_to_graph
+from ase_so3.md import make_dynamics, maxwell_boltzmann
 from ase_so3.potentials.forces import energy_forces_stress, split_by_structure
 from ase_so3.so3.wigner import random_rotation
 
@@ -139,13 +140,11 @@ def nve_drift(model, atoms, steps: int = 200, timestep_fs: float = 0.5,
               temperature_K: float = 300.0, seed: int = 0) -> dict[str, float]:
     """Velocity-Verlet NVE run; returns the total-energy drift (linear fit) in eV/atom/ps and the
     largest deviation from the initial total energy in eV/atom."""
-    from ase import units
-    from ase.md.verlet import VelocityVerlet
     from ase_so3.calculator import SO3Calculator
     a = atoms.copy()
     a.calc = SO3Calculator(model, dtype="float64", min_distance=None)
     maxwell_boltzmann(a, temperature_K, np.random.default_rng(seed))
-    dyn = VelocityVerlet(a, timestep=timestep_fs * units.fs)
+    dyn = make_dynamics(a, "nve", timestep_fs)
     totals = [a.get_total_energy()]
     dyn.attach(lambda: totals.append(a.get_total_energy()), interval=1)
     dyn.run(steps)
@@ -167,16 +166,6 @@ def nve_drift_without_timestep_error(model, atoms, steps: int = 200, timestep_fs
     d1, d2 = coarse["drift_eV_per_atom_per_ps"], fine["drift_eV_per_atom_per_ps"]
     return {"drift_eV_per_atom_per_ps": (4.0 * d2 - d1) / 3.0, "drift_at_dt": d1,
             "drift_at_half_dt": d2}
-
-
-def maxwell_boltzmann(atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    """Set Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum."""
-    from ase import units
-    masses = atoms.get_masses()[:, None]
-    p = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature_K)
-    if len(atoms) > 1:
-        p -= masses * (p.sum(0) / masses.sum())
-    atoms.set_momenta(p)
 
 
 def batch_consistency(model, atoms_list) -> dict[str, float]:

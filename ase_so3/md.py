@@ -27,6 +27,35 @@ class MDResult:
     stopped_uncertain: bool = False  # the run stopped at an uncertain frame
 
 
+def maxwell_boltzmann(atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Set Maxwell–Boltzmann momenta at ``temperature_K`` with zero total momentum: the one
+    velocity initialiser of the package."""
+    from ase import units
+    masses = atoms.get_masses()[:, None]
+    p = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * units.kB * temperature_K)
+    if len(atoms) > 1:
+        p -= masses * (p.sum(0) / masses.sum())
+    atoms.set_momenta(p)
+
+
+def make_dynamics(atoms, ensemble: str, timestep_fs: float, temperature_K: float = 300.0,
+                  friction_per_fs: float = 0.01, rng: np.random.Generator | None = None):
+    """The one place integrators are built: ASE's velocity Verlet (``"nve"``) or Langevin
+    (``"nvt"``; the centre of mass held by ASE's ``FixCom`` constraint, as ASE recommends)."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+    if ensemble == "nve":
+        return VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    if ensemble == "nvt":
+        from ase.constraints import FixCom
+        atoms.set_constraint(FixCom())
+        return Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
+                        friction=friction_per_fs / units.fs,
+                        rng=rng if rng is not None else np.random.default_rng(0), fixcm=False)
+    raise ConfigError("ensemble must be 'nve' or 'nvt'")
+
+
 def load_structure(spec: str):
     """A file in any ASE format (last frame), or the name of a shipped rMD17 molecule."""
     from ase.io import read
@@ -79,28 +108,16 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
     ``forces_std`` exceeds ``uncertainty_threshold`` (eV/Å) is written to ``uncertain.extxyz``
     (``on_uncertain="save"``) or ends the run there (``"stop"``, the frame saved as well).
     """
-    from ase import units
     from ase.io import Trajectory, write
-    from ase.md.langevin import Langevin
-    from ase.md.verlet import VelocityVerlet
     from tqdm import tqdm
 
-    from ase_so3.checks import maxwell_boltzmann
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     maxwell_boltzmann(atoms, temperature_K, rng)
-    if ensemble == "nve":
-        dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    elif ensemble == "nvt":
-        from ase.constraints import FixCom
-        atoms.set_constraint(FixCom())  # ASE's recommended way to keep the centre of mass fixed
-        dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                       friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
-    else:
-        raise ConfigError("ensemble must be 'nve' or 'nvt'")
+    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, rng)
     if on_uncertain not in ("save", "stop"):
         raise ConfigError(f"on_uncertain must be 'save' or 'stop', got {on_uncertain!r}")
     if uncertainty_threshold is not None and "forces_std" not in getattr(

@@ -5,7 +5,7 @@ from ase import units
 from ase.md.verlet import VelocityVerlet
 
 from ase_so3 import SO3Calculator
-from ase_so3.checks import maxwell_boltzmann
+from ase_so3.md import maxwell_boltzmann
 from ase_so3.neighbors import VerletNeighborList, neighbor_list
 from tests.conftest import make_model
 

@@ -18,19 +18,17 @@ from pathlib import Path
 
 
 def time_ase(potential, atoms, replicas: int, steps: int, device: str, dtype: str) -> float:
-    from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.md.verlet import VelocityVerlet
+    import numpy as np
 
     from ase_so3 import SO3Calculator
-    import numpy as np
+    from ase_so3.md import make_dynamics, maxwell_boltzmann
     calc = SO3Calculator(potential, device=device, dtype=dtype)
     total = 0.0
     for r in range(replicas):
         a = atoms.copy()
         a.calc = calc
-        MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(r))
-        dyn = VelocityVerlet(a, timestep=0.5 * units.fs)
+        maxwell_boltzmann(a, 300.0, np.random.default_rng(r))
+        dyn = make_dynamics(a, "nve", 0.5)
         dyn.run(2)  # warm-up
         start = time.perf_counter()
         dyn.run(steps)

@@ -55,11 +55,8 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
     (more until ``min_seconds``); ``single``: only one energy+forces call, no MD."""
     import numpy as np
     import torch
-    from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.md.verlet import VelocityVerlet
-
     from ase_so3.benchmark.models import make_calculator
+    from ase_so3.md import make_dynamics, maxwell_boltzmann
     torch.set_num_threads(threads)
     atoms = build_system(system)
     calc = make_calculator(model, device=device, dtype=dtype)
@@ -84,8 +81,8 @@ def measure(model: dict, system: dict, threads: int = 1, dtype: str = "float32",
         sync()
         times.append(time.perf_counter() - start)
     latency = statistics.median(times)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    maxwell_boltzmann(atoms, 300.0, np.random.default_rng(0))
+    dyn = make_dynamics(atoms, "nve", 0.5)
     steps = max(min_samples, min(200, int(min_seconds / max(latency, 1e-6))))
     start = time.perf_counter()
     dyn.run(steps)

@@ -26,16 +26,13 @@ def bonds_of(atoms, factor: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
 def run_stability(calc, atoms, temperature_K: float = 500.0, max_ps: float = 1.0,
                   timestep_fs: float = 0.5, friction_per_fs: float = 0.01,
                   bond_tolerance: float = 0.5, check_every: int = 10, seed: int = 0) -> dict:
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase_so3.md import make_dynamics, maxwell_boltzmann
     atoms = atoms.copy()
     atoms.calc = calc
     bonds, lengths = bonds_of(atoms)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_K,
-                   friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
+    maxwell_boltzmann(atoms, temperature_K, rng)
+    dyn = make_dynamics(atoms, "nvt", timestep_fs, temperature_K, friction_per_fs, rng)
     max_steps = int(round(max_ps * 1000 / timestep_fs))
     steps, reason, worst = 0, None, 0.0
     start = time.perf_counter()
