@@ -155,6 +155,20 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_active_learn(args) -> int:
+    import json
+
+    from ase_so3.active import ActiveLearning, ActiveLearningConfig
+    options = {k: v for k, v in vars(args).items() if k in ActiveLearningConfig.__dataclass_fields__}
+    options["labeller_options"] = json.loads(args.labeller_options)
+    progress = ActiveLearning(ActiveLearningConfig(**options)).run()
+    last = progress["rounds"][-1]
+    print(f"{len(progress['rounds'])} rounds; potential: {last['potential']}; data: "
+          f"{Path(args.output) / 'data.h5'} ({last['total_structures']} structures); "
+          f"progress: {Path(args.output) / 'progress.json'}")
+    return 0
+
+
 def _cmd_check(args) -> int:
     from ase_so3.loading import load_potential
     from ase_so3.md import load_structure
@@ -267,6 +281,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "errors of this split")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    al = sub.add_parser("active-learn", help="MD, label the most uncertain frames, append, "
+                        "fine-tune; repeat (resumes in the same --output)")
+    al.add_argument("--potential", required=True, help="calibrated potential file or shipped name")
+    al.add_argument("--data", required=True, help="HDF5 data set with train and val splits")
+    al.add_argument("--structure", required=True, help="MD start: file or shipped molecule")
+    al.add_argument("--output", default="active")
+    from ase_so3.active import ActiveLearningConfig as C
+    for name, text in (("rounds", "rounds of MD, labelling and fine-tuning"),
+                       ("temperature_K", "MD temperature (K)"), ("timestep_fs", "MD time step"),
+                       ("md_steps", "MD steps per round"),
+                       ("sample_every", "MD steps between candidate frames"),
+                       ("per_round", "labels per round"),
+                       ("min_separation", "MD steps between two frames chosen in a round"),
+                       ("val_every", "every N-th label goes to the validation split"),
+                       ("max_forces_std", "eV/Å: a round's MD stops past this uncertainty"),
+                       ("labeller", "pyscf (PBE/def2-SVP), emt, or package.module:Class of an "
+                                    "ASE calculator"),
+                       ("finetune_epochs", "epochs of each fine-tuning run"),
+                       ("finetune_lr", "peak learning rate of the fine-tuning runs"),
+                       ("seed", "MD velocities and noise, fine-tuning batch order")):
+        default = C.__dataclass_fields__[name].default
+        al.add_argument("--" + name.replace("_K", "").replace("_", "-"), dest=name,
+                        type=type(default), default=default, help=f"{text} (default {default})")
+    al.add_argument("--labeller-options", default="{}", help="JSON keyword arguments of the "
+                    "labeller, e.g. '{\"grid_level\": 3}'")
+    al.add_argument("--train-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="options of the fine-tuning runs (ase-so3 train's keys)")
     ck = sub.add_parser("check", help="physics self-check of a potential (exit 1 on failure)")
     ck.add_argument("potential", help="potential file or shipped potential name")
     ck.add_argument("structures", nargs="*", help="structure files (default: built-in set)")
@@ -295,7 +336,7 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
                 "evaluate": _cmd_evaluate, "check": _cmd_check,
-                "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
+                "calibrate": _cmd_calibrate, "active-learn": _cmd_active_learn, "benchmark": _cmd_benchmark,
                 "ipi-client": _cmd_ipi_client}
     try:
         return handlers[args.command](args)

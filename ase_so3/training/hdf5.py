@@ -16,6 +16,9 @@ Schema version 1 (all lengths in Å, energies in eV, forces in eV/Å, stress in 
     /structures/weight     float64 [S]       optional, default 1
     /structures/has_energy bool    [S]       optional, default all true: which structures carry
     /structures/has_forces bool    [S]       an energy / forces label (missing ones stored NaN)
+    /structures/level      int32   [S]       optional: index into the root attribute
+                                             levels_of_theory (JSON list of strings) naming
+                                             how each structure was labelled; -1 unrecorded
     /splits/<name>         int64   [k]       structure indices; attrs: description
 
 Every stored label is finite: writing refuses NaN and infinities, and :meth:`HDF5Dataset.check`
@@ -28,6 +31,7 @@ opens its own handle. Files are written atomically.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +64,7 @@ class Structure:
     pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
     stress: np.ndarray | None = None
     weight: float = 1.0
+    level_of_theory: str = ""  # how the labels were computed ("" if not recorded)
 
     def non_finite(self) -> list[str]:
         """The fields (positions, cell, energy, forces, stress) holding NaN or infinities."""
@@ -84,7 +89,8 @@ class Structure:
         return atoms
 
     @classmethod
-    def from_atoms(cls, atoms, energy=None, forces=None, stress=None, weight: float = 1.0):
+    def from_atoms(cls, atoms, energy=None, forces=None, stress=None, weight: float = 1.0,
+                   level_of_theory: str = ""):
         """Labels from the arguments, else from the results the attached calculator holds
         (none computed here); a label found in neither stays missing (None)."""
         results = getattr(atoms.calc, "results", None) or {}
@@ -100,7 +106,7 @@ class Structure:
                    cell=np.asarray(atoms.cell.array, dtype=np.float64),
                    pbc=np.asarray(atoms.pbc, dtype=bool),
                    stress=None if stress is None else np.asarray(stress, dtype=np.float64),
-                   weight=weight)
+                   weight=weight, level_of_theory=level_of_theory)
 
 
 def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarray] | None = None,
@@ -122,6 +128,7 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
         if bad:
             raise DataError(f"structure {k}: {', '.join(bad)} hold NaN or infinite values; "
                             "fix or drop this structure before writing")
+    levels = sorted({s.level_of_theory for s in structures} - {""})
     has_energy = np.array([s.energy is not None for s in structures])
     has_forces = np.array([s.forces is not None for s in structures])
     nan3 = [np.full((len(s.numbers), 3), np.nan) for s in structures]
@@ -151,6 +158,11 @@ def write_dataset(path, structures: list[Structure], splits: dict[str, np.ndarra
                 g.create_dataset("has_energy", data=has_energy)
             if not has_forces.all():
                 g.create_dataset("has_forces", data=has_forces)
+            if levels:
+                f.attrs["levels_of_theory"] = json.dumps(levels)
+                g.create_dataset("level", data=np.array(
+                    [levels.index(s.level_of_theory) if s.level_of_theory else -1
+                     for s in structures], dtype=np.int32))
             sp = f.create_group("splits")
             for name, idx in (splits or {}).items():
                 idx = np.asarray(idx, dtype=np.int64)
@@ -180,6 +192,8 @@ class HDF5Dataset:
                                if "structures/has_energy" in f else None)  # None: all labelled
             self.has_forces = (f["structures/has_forces"][()].astype(bool)
                                if "structures/has_forces" in f else None)
+            self.levels_of_theory = json.loads(f.attrs.get("levels_of_theory", "[]"))
+            self._level = f["structures/level"][()] if "structures/level" in f else None
 
     def _open_checked(self) -> h5py.File:
         if not self.path.is_file():
@@ -262,7 +276,9 @@ class HDF5Dataset:
                 cell=f["structures/cell"][i],
                 pbc=f["structures/pbc"][i].astype(bool),
                 stress=f["structures/stress"][i] if self.has_stress else None,
-                weight=float(f["structures/weight"][i]) if "structures/weight" in f else 1.0)
+                weight=float(f["structures/weight"][i]) if "structures/weight" in f else 1.0,
+                level_of_theory=(self.levels_of_theory[self._level[i]]
+                                 if self._level is not None and self._level[i] >= 0 else ""))
         except OSError as exc:
             raise DatasetFileError(f"{self.path}: structure {i} cannot be read ({exc}); the file "
                                    "is damaged") from exc
@@ -322,3 +338,30 @@ class HDF5Dataset:
 
     def all_numbers(self) -> np.ndarray:
         return self._handle()["atoms/numbers"][()]
+
+
+def append_structures(path, structures: list[Structure], split: str | list | None = None,
+                      description: str = "", provenance: str = "") -> np.ndarray:
+    """Add labelled structures to the data set at ``path`` and, with ``split`` (one name, or one
+    per structure), their indices to that split (created if missing). The whole file is
+    rewritten atomically: an interrupted append leaves the old file. Returns the new structures'
+    indices."""
+    ds = HDF5Dataset(path)
+    old = [ds[i] for i in range(len(ds))]
+    splits = {name: ds.split(name) for name in ds.split_names}
+    descriptions = {name: ds.split_description(name) for name in ds.split_names}
+    note = ds.provenance
+    ds.close()
+    new = np.arange(len(old), len(old) + len(structures), dtype=np.int64)
+    names = [split] * len(new) if isinstance(split, str) or split is None else list(split)
+    if len(names) != len(new):
+        raise DataError(f"{len(names)} split names for {len(new)} structures")
+    for name in dict.fromkeys(n for n in names if n is not None):
+        mine = new[[n == name for n in names]]
+        splits[name] = np.concatenate([splits.get(name, np.zeros(0, np.int64)), mine])
+        if description or name not in descriptions:
+            descriptions[name] = description
+    if provenance:
+        note = f"{note}; {provenance}" if note else provenance
+    write_dataset(path, old + list(structures), splits, note, descriptions)
+    return new
