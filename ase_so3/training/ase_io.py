@@ -32,22 +32,16 @@ def write_ase_so3_h5(filename, images, append: bool = False, overwrite: bool = F
 
     from ase import Atoms
 
-    from ase_so3.training.hdf5 import HDF5Dataset, Structure, write_dataset
+    from ase_so3.training.hdf5 import Structure, append_structures, write_dataset
     if isinstance(images, Atoms):
         images = [images]
     new = [Structure.from_atoms(a) for a in images]
     path = Path(filename)
-    old, splits, descriptions, provenance = [], {}, {}, "written through ase.io.write"
     if path.exists() and append:
-        ds = HDF5Dataset(path)
-        try:
-            old = [ds[i] for i in range(len(ds))]
-            splits = {name: ds.split(name) for name in ds.split_names}
-            descriptions = {n: ds.split_description(n) for n in ds.split_names}
-            provenance = f"{ds.provenance}; {len(new)} structures appended through ase.io.write"
-        finally:
-            ds.close()
-    elif path.exists() and not overwrite:
+        append_structures(path, new, provenance=f"{len(new)} structures appended through "
+                                                "ase.io.write")
+        return
+    if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass append=True to add the structures to it or "
                               "overwrite=True to replace it")
-    write_dataset(path, old + new, splits, provenance=provenance, split_descriptions=descriptions)
+    write_dataset(path, new, {}, provenance="written through ase.io.write")
