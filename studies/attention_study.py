@@ -19,7 +19,8 @@ one output folder; the report covers every finished run there, each budget a stu
 
 Each run writes ``runs/<run>/result.json`` (the run's name ends in its budget); finished runs
 are skipped, so the study resumes, and several processes can share one output folder (each takes
-runs nobody has started; with ``--resume`` also runs whose process has ended). The report
+runs nobody has started; with ``--resume`` also started runs no process trains any more: the
+trainer locks its run folder). The report
 (``report.md``, ``learning_curves.png``, ``results.json``) is rebuilt from the run folders.
 """
 
@@ -29,15 +30,13 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
-import socket
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from ase_so3.errors import ConfigError
-from ase_so3.io_utils import atomic_path
+from ase_so3.io_utils import FolderInUseError, atomic_path
 
 SETTINGS = ("r", "inverse", "mixed")
 NOTE_MODEL = {"degrees": [0, 1, 3], "channels": 8, "num_heads": 4, "num_layers": 4,
@@ -107,48 +106,14 @@ def train_one(args, cfg, molecule: str, setting: str, seed: int, h5: Path) -> di
     return result
 
 
-def _claim(work: Path) -> bool:
-    """Start a run nobody else has started (an exclusive lock file per run, naming its host and
-    process)."""
-    work.mkdir(parents=True, exist_ok=True)
+def _startable(work: Path, resume: bool) -> bool:
+    """A run to start here: not finished, and either never started or (``resume``) started by
+    a process that has let go of it (the trainer's folder lock, :func:`ase_so3.io_utils.folder_lock`,
+    refuses a run another process still trains)."""
+    from ase_so3.io_utils import LOCK_NAME
     if (work / "result.json").is_file():
         return False
-    try:
-        fd = os.open(work / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-    os.close(fd)
-    return True
-
-
-def _take(work: Path, resume: bool) -> bool:
-    """Claim the run for this process, with ``resume`` also one that was left unfinished; the
-    look and the claim are one step under a lock, so two processes never take the same run."""
-    import fcntl
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work.parent / ".claims.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if resume and _abandoned(work):
-            (work / "claimed").unlink()  # an interrupted run: resume it
-        return _claim(work)
-
-
-def _abandoned(work: Path) -> bool:
-    """An unfinished run whose claim no live process holds: its process was on another host, or
-    has ended on this one."""
-    if (work / "result.json").is_file() or not (work / "claimed").is_file():
-        return False
-    host, _, pid = (work / "claimed").read_text().strip().rpartition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return resume or not (work / LOCK_NAME).is_file()
 
 
 def run(args) -> Path:
@@ -162,10 +127,13 @@ def run(args) -> Path:
                     cfg = run_config(args, molecule, cutoff, setting, seed, h5)
                     work = Path(cfg.output)
                     name = work.name
-                    if not _take(work, args.resume):
+                    if not _startable(work, args.resume):
                         continue
                     print(f"{name}: training for {args.budget_minutes} min", flush=True)
-                    r = train_one(args, cfg, molecule, setting, seed, h5)
+                    try:
+                        r = train_one(args, cfg, molecule, setting, seed, h5)
+                    except FolderInUseError:  # another process trains it
+                        continue
                     print(f"{name}: {r['epochs']} epochs, test E MAE "
                           f"{r['test']['energy_mae_meV']:.2f} meV, F MAE "
                           f"{r['test']['forces_mae_meV_per_A']:.2f} meV/Å", flush=True)

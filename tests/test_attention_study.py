@@ -133,32 +133,24 @@ def test_sign_flip_test_is_exact_and_the_ratio_is_geometric():
         compare([1.0], [1.0, 2.0])
 
 
-def test_resume_takes_only_runs_whose_process_has_ended(tmp_path):
+def test_resume_takes_only_runs_no_process_trains(tmp_path):
     """Two studies on one folder with --resume (one per core) must not train the same run twice:
-    a claim held by a live process stays; one from an ended process, or from another host, is
-    taken over."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from studies.attention_study import _take
-    host = socket.gethostname()
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    runs = {name: tmp_path / name for name in ("live", "ended", "elsewhere", "old", "done")}
-    for name, work in runs.items():
+    a run whose folder a live trainer holds is refused; a started run nobody holds is taken over
+    only with --resume; a finished one never."""
+    from ase_so3.io_utils import FolderInUseError, folder_lock
+    from studies.attention_study import _startable
+    runs = {name: tmp_path / name for name in ("live", "ended", "done")}
+    for work in runs.values():
         work.mkdir()
-    (runs["live"] / "claimed").write_text(f"{host} {os.getppid()}")
-    (runs["ended"] / "claimed").write_text(f"{host} {ended.pid}")
-    (runs["elsewhere"] / "claimed").write_text(f"another-host {os.getppid()}")
-    (runs["old"] / "claimed").write_text(str(os.getppid()))  # a claim without its host
+    with folder_lock(runs["ended"], "test"):
+        pass  # a run started by a process that has ended: its lock file stays, unheld
     (runs["done"] / "result.json").write_text("{}")
-    assert not _take(runs["ended"], resume=False)  # without --resume nothing is taken over
-    assert not _take(runs["live"], resume=True)
-    assert not _take(runs["done"], resume=True)
-    for name in ("ended", "elsewhere", "old"):
-        assert _take(runs[name], resume=True), name
-        assert (runs[name] / "claimed").read_text() == f"{host} {os.getpid()}"
-        assert not _take(runs[name], resume=True)  # now held by this (live) process
-    assert _take(tmp_path / "new", resume=False)
+    assert _startable(tmp_path / "new", resume=False)
+    assert not _startable(runs["ended"], resume=False)  # without --resume nothing is taken over
+    assert _startable(runs["ended"], resume=True)
+    assert not _startable(runs["done"], resume=True)
+    with folder_lock(runs["live"], "test"):  # a live trainer: the one who tries next is refused
+        assert _startable(runs["live"], resume=True)
+        with pytest.raises(FolderInUseError):
+            with folder_lock(runs["live"], "ase-so3 train"):
+                pass
