@@ -166,7 +166,7 @@ class SO3Calculator(Calculator):
             if self.uncertainty is None:
                 return out
             with torch.no_grad(), readout_features(self.potential) as holder:
-                self.potential(graph)  # compiled or captured steps: the features of an eager pass
+                self.potential(graph, eager=True)  # compiled or captured: an eager pass's features
         else:
             with readout_features(self.potential) as holder:
                 out = energy_forces_stress(self.potential, graph, forces=True, stress=stress)

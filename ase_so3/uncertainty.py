@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -69,6 +69,7 @@ class FeatureUncertainty:
     energy_scale: float  # a_E (eV)
     reg: float
     info: dict  # what it was fitted on and how it did there
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # device -> factors
 
     # -- evaluation ------------------------------------------------------------------------
     def atom_u(self, features: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
@@ -79,10 +80,12 @@ class FeatureUncertainty:
         missing = sorted({int(z) for z in numbers.tolist()} - set(self.factors))
         if missing:
             raise ConfigError(f"the uncertainty calibration has no atoms of Z={missing}")
-        for z, factor in self.factors.items():
+        if f.device not in self._tensors:
+            self._tensors[f.device] = {z: torch.as_tensor(m, dtype=torch.float64, device=f.device)
+                                       for z, m in self.factors.items()}
+        for z, L in self._tensors[f.device].items():
             mask = numbers == z
             if bool(mask.any()):
-                L = torch.as_tensor(factor, dtype=torch.float64, device=f.device)
                 u[mask] = ((f[mask] @ L) ** 2).sum(dim=1)
         return u
 

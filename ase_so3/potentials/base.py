@@ -152,10 +152,11 @@ class Potential(nn.Module):
         """``[N]`` unscaled per-atom model outputs; implemented by each model."""
         raise NotImplementedError
 
-    def forward(self, graph: dict) -> dict[str, torch.Tensor]:
+    def forward(self, graph: dict, eager: bool = False) -> dict[str, torch.Tensor]:
+        """``eager``: the model body as written, also after :meth:`compile`."""
         species = self.species_index(graph[K.NUMBERS])
         vectors = edge_vectors(graph)
-        out = self._node_energy_fn(graph, species, vectors)
+        out = (self.node_energies if eager else self._node_energy_fn)(graph, species, vectors)
         node_energy = self.scale * out + self.shift + self.atomic_energies[species]
         energy = scatter_sum(node_energy, graph[K.BATCH], num_graphs(graph))
         return {K.ENERGY: energy, K.NODE_ENERGY: node_energy}
