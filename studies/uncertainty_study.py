@@ -8,8 +8,9 @@ structures and frames of 500 K MD with the potential), labelled with
         --potentials escn-rmd17-ethanol escn-rmd17-aspirin --out docs/uncertainty \\
         --dft ethanol --dft-count 10
 
-Writes ``results.json``, ``calibration.png`` (predicted against observed force RMSE in bins of
-the prediction) and, with ``--into-package``, the calibrated files over the shipped ones.
+Writes ``results.json``, ``table.md``, ``calibration.png`` (predicted against observed force RMSE
+in bins of the prediction) and, with ``--into-package``, the calibrated files over the shipped
+ones. Without ``--potentials`` it rebuilds the table and plot from ``results.json``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,35 @@ def dft_check(potential: Path, data: Path, count: int, amplitudes, md_steps: int
             "groups": summary, "rows": rows}
 
 
+def committee(names: list[str], data: Path) -> dict:
+    """A committee of the given potentials (different architectures trained on the same data)
+    against the feature distance of the first one: Spearman correlation of each estimate with
+    the first potential's per-structure force RMSE on test_01. The committee's estimate is the
+    members' force spread (root-mean-square over atoms of the deviation from their mean)."""
+    from scipy.stats import spearmanr
+
+    from ase_so3.loading import load_potential
+    from ase_so3.training.data import GraphSet
+    from ase_so3.training.hdf5 import HDF5Dataset
+    from ase_so3.uncertainty import FeatureUncertainty, collect
+    models = [load_potential(n) for n in names]
+    ds = HDF5Dataset(data)
+    test = GraphSet(ds, ds.split("test"), max(m.cutoff for m in models))
+    runs = [collect(m, test) for m in models]
+    ds.close()
+    batch = runs[0]["batch"].numpy()
+    counts = np.bincount(batch)
+    d = np.stack([r["dforce"].numpy() for r in runs])  # [M, N, 3]: prediction - reference
+    spread = np.sqrt(np.bincount(batch, ((d - d.mean(0)) ** 2).sum(-1).mean(0)) / counts)
+    actual = np.sqrt(np.bincount(batch, (d[0] ** 2).sum(-1)) / counts)
+    cal = FeatureUncertainty.of(models[0])
+    u = cal.atom_u(runs[0]["features"], runs[0]["numbers"]).numpy()
+    feature = np.sqrt(np.bincount(batch, u) / counts)
+    return {"members": names, "structures": len(counts),
+            "spearman_committee": float(spearmanr(spread, actual)[0]),
+            "spearman_feature_distance": float(spearmanr(feature, actual)[0])}
+
+
 def plot(results: dict, path: Path) -> None:
     from matplotlib.figure import Figure
     fig = Figure(figsize=(5.5, 5))
@@ -111,10 +141,34 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def table(results: dict) -> str:
+    """The markdown table of the assessment on test_01, one row per potential."""
+    rows = ["| potential | reg | Spearman, structures | Spearman, atoms | force RMSE predicted / "
+            "observed (meV/Å) | top tenth of atoms: predicted / observed | Spearman, energy | "
+            "energy RMSE predicted / observed (meV) |", "|---" * 8 + "|"]
+    for name, r in results.items():
+        t = r["test"]
+        top = t["forces_bins"][-1]
+        rows.append(f"| {name} | {r['reg']:.0e} | {t['spearman_structure_forces']:.2f} | "
+                    f"{t['spearman_atom_forces']:.2f} | {t['forces_rmse_predicted_meV_per_A']:.1f} / "
+                    f"{t['forces_rmse_observed_meV_per_A']:.1f} | {top['predicted_meV_per_A']:.1f} / "
+                    f"{top['observed_meV_per_A']:.1f} | {t['spearman_structure_energy']:.2f} | "
+                    f"{t['energy_rmse_predicted_meV']:.2f} / {t['energy_rmse_observed_meV']:.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+def report(results: dict, out: Path) -> None:
+    results = {k: v for k, v in results.items() if k != "committees"}
+    shown = {k: v for k, v in results.items() if _molecule(k) in ("ethanol", "aspirin")}
+    plot(shown, out / "calibration.png")
+    with atomic_path(out / "table.md") as tmp:
+        Path(tmp).write_text(table(results))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", nargs="+", required=True, metavar="MOLECULE=H5")
-    ap.add_argument("--potentials", nargs="+", required=True)
+    ap.add_argument("--data", nargs="*", default=[], metavar="MOLECULE=H5")
+    ap.add_argument("--potentials", nargs="*", default=[])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--dft", nargs="*", default=[], metavar="MOLECULE",
                     help="also DFT-label off-data structures of these molecules' eSCN potential")
@@ -122,6 +176,9 @@ def main(argv=None) -> int:
     ap.add_argument("--amplitudes", type=float, nargs="+", default=[0.02, 0.05, 0.1],
                     help="standard deviations (Å) of the Gaussian rattle of test structures")
     ap.add_argument("--md-steps", type=int, default=200, help="MD steps between labelled frames")
+    ap.add_argument("--committee", nargs="*", default=[], metavar="MOLECULE",
+                    help="also compare with a committee of the shipped eSCN, TFN and "
+                         "SE(3)-Transformer potentials of these molecules")
     ap.add_argument("--into-package", action="store_true",
                     help="write the calibrated potentials over the shipped files")
     args = ap.parse_args(argv)
@@ -133,9 +190,9 @@ def main(argv=None) -> int:
     for name in args.potentials:
         mol = _molecule(name)
         target = potential_path(name) if args.into_package else args.out / f"{name}.pt"
-        report = calibrate_potential(name, data[mol], target, test_split="test")
-        results[name] = {**report, "file": str(target)}
-        t = report["test"]
+        found = calibrate_potential(name, data[mol], target, test_split="test")
+        results[name] = {**found, "file": str(target)}
+        t = found["test"]
         print(f"{name}: Spearman (structures) {t['spearman_structure_forces']:.3f}, atoms "
               f"{t['spearman_atom_forces']:.3f}; force RMSE predicted "
               f"{t['forces_rmse_predicted_meV_per_A']:.2f} observed "
@@ -146,8 +203,15 @@ def main(argv=None) -> int:
             print(json.dumps(results[name]["dft"]["groups"], indent=1), flush=True)
         with atomic_path(results_path) as tmp:
             Path(tmp).write_text(json.dumps(results, indent=1))
-    shown = {k: v for k, v in results.items() if _molecule(k) in ("ethanol", "aspirin")}
-    plot(shown, args.out / "calibration.png")
+    for mol in args.committee:
+        names = [f"{m}-rmd17-{mol}" for m in ("escn", "tfn", "se3_transformer")]
+        results.setdefault("committees", {})[mol] = found = committee(names, data[mol])
+        print(f"{mol}: Spearman committee {found['spearman_committee']:.3f}, feature distance "
+              f"{found['spearman_feature_distance']:.3f}", flush=True)
+        with atomic_path(results_path) as tmp:
+            Path(tmp).write_text(json.dumps(results, indent=1))
+    if results:
+        report(results, args.out)
     return 0
 
 
