@@ -29,6 +29,7 @@ import numpy as np
 
 from ase_so3.errors import ConfigError
 from ase_so3.io_utils import atomic_path
+from ase_so3.labelling import label_images, level_of_theory, make_labeller
 
 
 @dataclass
@@ -52,30 +53,6 @@ class ActiveLearningConfig:
     finetune_lr: float = 1e-3
     train_overrides: list = field(default_factory=list)  # key=value for the fine-tuning runs
     seed: int = 0
-
-
-def make_labeller(name: str, options: dict | None = None):
-    """An ASE calculator by name: ``pyscf`` (PBE/def2-SVP), ``emt`` (ASE's EMT, for tests), or
-    ``package.module:Class``."""
-    options = dict(options or {})
-    if name == "pyscf":
-        from ase_so3.labelling import PySCFCalculator
-        return PySCFCalculator(**options)
-    if name == "emt":
-        from ase.calculators.emt import EMT
-        return EMT(**options)
-    if ":" in name:
-        import importlib
-        module, cls = name.split(":", 1)
-        return getattr(importlib.import_module(module), cls)(**options)
-    raise ConfigError(f"unknown labeller {name!r}: use pyscf, emt or package.module:Class")
-
-
-def level_of_theory(calc) -> str:
-    if hasattr(calc, "level_of_theory"):
-        return calc.level_of_theory()
-    params = ", ".join(f"{k}={v}" for k, v in sorted(calc.todict().items()))
-    return f"{type(calc).__name__}({params})"
 
 
 def select(steps: np.ndarray, scores: np.ndarray, count: int, min_separation: int) -> list[int]:
@@ -179,18 +156,10 @@ class ActiveLearning:
                 "chosen_forces_std": [meta["max_forces_std"][k] for k in meta["chosen"]]}
 
     def _label_and_append(self, folder: Path, r: int) -> dict:
-        from ase.io import read, write
-
         from ase_so3.training.hdf5 import HDF5Dataset, Structure, append_structures
-        labelled_path = folder / "labelled.extxyz"
-        done = read(labelled_path, index=":") if labelled_path.is_file() else []
         calc = make_labeller(self.cfg.labeller, self.cfg.labeller_options)
         level = level_of_theory(calc)
-        for atoms in self._frames[len(done):]:
-            atoms.calc = calc
-            atoms.get_forces()
-            write(labelled_path, atoms, format="extxyz", append=True)  # on disk at once
-            done.append(read(labelled_path, index=-1))
+        done = label_images(self._frames, calc, folder / "labelled.extxyz")
         ds = HDF5Dataset(self.data)
         appended = f"active learning round {r}:" in ds.provenance  # the append is one rewrite
         ds.close()

@@ -155,6 +155,19 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_label(args) -> int:
+    import json
+
+    from ase_so3.labelling import sample_and_label
+    r = sample_and_label(args.structure, args.output, labeller=args.labeller,
+                         options=json.loads(args.labeller_options), count=args.count,
+                         rattle=args.rattle, every=args.every, val=args.val, test=args.test,
+                         seed=args.seed)
+    print(f"wrote {args.output}: train {r['train']}, val {r['val']}, test {r['test']}; labelled "
+          f"with {r['level_of_theory']}")
+    return 0
+
+
 def _cmd_active_learn(args) -> int:
     import json
 
@@ -281,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "errors of this split")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    lb = sub.add_parser("label", help="a labelled HDF5 data set from a structure (rattled "
+                        "copies) or a trajectory (its frames), with DFT or any ASE calculator")
+    lb.add_argument("structure", help="structure or trajectory file, or a shipped molecule name")
+    lb.add_argument("-o", "--output", required=True, help="HDF5 data set to write")
+    lb.add_argument("--count", type=int, default=20, help="rattled copies (with --rattle > 0)")
+    lb.add_argument("--rattle", type=float, default=0.05,
+                    help="standard deviation of the Gaussian displacements (Å); 0: label the "
+                         "file's frames as they are")
+    lb.add_argument("--every", type=int, default=1, help="with --rattle 0: every N-th frame")
+    lb.add_argument("--val", type=int, default=0, help="validation structures")
+    lb.add_argument("--test", type=int, default=0, help="test structures")
+    lb.add_argument("--labeller", default="pyscf",
+                    help="pyscf (PBE/def2-SVP), emt, or package.module:Class")
+    lb.add_argument("--labeller-options", default="{}", help="JSON keyword arguments")
+    lb.add_argument("--seed", type=int, default=0)
     al = sub.add_parser("active-learn", help="MD, label the most uncertain frames, append, "
                         "fine-tune; repeat (resumes in the same --output)")
     al.add_argument("--potential", required=True, help="calibrated potential file or shipped name")
@@ -336,7 +364,8 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"info": _cmd_info, "md": _cmd_md, "convert": _cmd_convert, "train": _cmd_train,
                 "evaluate": _cmd_evaluate, "check": _cmd_check,
-                "calibrate": _cmd_calibrate, "active-learn": _cmd_active_learn, "benchmark": _cmd_benchmark,
+                "calibrate": _cmd_calibrate, "active-learn": _cmd_active_learn,
+                "label": _cmd_label, "benchmark": _cmd_benchmark,
                 "ipi-client": _cmd_ipi_client}
     try:
         return handlers[args.command](args)

@@ -6,8 +6,10 @@ PBE/def2-SVP, the level of theory of revised MD17, so its labels can be mixed wi
     atoms.calc = PySCFCalculator()                 # PBE/def2-SVP, grid level 3
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()   # eV, eV/Å
 
-Any other ASE calculator can label structures just as well; this one records its level of theory
-in :meth:`level_of_theory` for the data set's provenance. Molecules only (no periodic cells).
+Any other ASE calculator can label structures just as well (:func:`make_labeller`); this one
+records its level of theory in :meth:`level_of_theory` for the data set's provenance. Molecules
+only (no periodic cells). :func:`sample_and_label` (``ase-so3 label``) makes a labelled data set
+from one structure or a trajectory; :func:`label_images` labels frames resumably.
 """
 
 from __future__ import annotations
@@ -88,3 +90,89 @@ class PySCFCalculator(Calculator):
                         "free_energy": float(energy) * units.Hartree,
                         "forces": -np.asarray(gradient) * units.Hartree / units.Bohr,
                         "scf_cycles": len(cycles), "seconds": time.perf_counter() - start}
+
+
+def make_labeller(name: str, options: dict | None = None):
+    """An ASE calculator by name: ``pyscf`` (PBE/def2-SVP), ``emt`` (ASE's EMT, for tests), or
+    ``package.module:Class``."""
+    options = dict(options or {})
+    if name == "pyscf":
+        from ase_so3.labelling import PySCFCalculator
+        return PySCFCalculator(**options)
+    if name == "emt":
+        from ase.calculators.emt import EMT
+        return EMT(**options)
+    if ":" in name:
+        import importlib
+        module, cls = name.split(":", 1)
+        return getattr(importlib.import_module(module), cls)(**options)
+    raise ConfigError(f"unknown labeller {name!r}: use pyscf, emt or package.module:Class")
+
+
+def level_of_theory(calc) -> str:
+    if hasattr(calc, "level_of_theory"):
+        return calc.level_of_theory()
+    params = ", ".join(f"{k}={v}" for k, v in sorted(calc.todict().items()))
+    return f"{type(calc).__name__}({params})"
+
+
+def label_images(images, calc, path) -> list:
+    """Label ``images`` with the ASE calculator ``calc``, each written to the extxyz file ``path``
+    as soon as it is computed; images already there (an interrupted run) are read back, not
+    computed again. Returns the labelled images (energies and forces attached)."""
+    from pathlib import Path
+
+    from ase.io import read, write
+    path = Path(path)
+    done = read(path, index=":") if path.is_file() and path.stat().st_size else []
+    for atoms in list(images)[len(done):]:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        atoms.get_forces()
+        write(path, atoms, format="extxyz", append=True)
+        done.append(read(path, index=-1))
+    return done
+
+
+def sample_and_label(structure, output, labeller: str = "pyscf", options: dict | None = None,
+                     count: int = 20, rattle: float = 0.05, every: int = 1, val: int = 0,
+                     test: int = 0, seed: int = 0) -> dict:
+    """A labelled HDF5 data set from nothing: ``count`` copies of a structure with Gaussian
+    displacements of ``rattle`` Å (``rattle=0``: every ``every``-th frame of the file as it is),
+    labelled by ``labeller`` (:func:`make_labeller`), split into train / ``val`` / ``test`` in a
+    seeded order. Labels go to ``<output>.labels.extxyz`` first, so an interrupted run resumes."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from ase_so3.md import load_structure
+    from ase_so3.training.hdf5 import Structure, write_dataset
+    if Path(str(structure)).is_file():
+        frames = read(structure, index=":")
+    else:
+        frames = [load_structure(structure)]
+    rng = np.random.default_rng(seed)
+    if rattle > 0:
+        base = frames[0]
+        frames = []
+        for _ in range(count):
+            a = base.copy()
+            a.positions = a.positions + rng.normal(scale=rattle, size=a.positions.shape)
+            frames.append(a)
+    else:
+        frames = frames[::every]
+    if val + test >= len(frames):
+        raise ConfigError(f"{len(frames)} structures cannot give {val} validation and {test} "
+                          "test structures and a training set")
+    calc = make_labeller(labeller, options)
+    level = level_of_theory(calc)
+    labelled = label_images(frames, calc, f"{output}.labels.extxyz")
+    structs = [Structure.from_atoms(a, level_of_theory=level) for a in labelled]
+    order = np.random.default_rng([seed, 1]).permutation(len(structs))
+    splits = {"val": order[:val], "test": order[val:val + test], "train": order[val + test:]}
+    how = (f"{len(structs)} copies of {structure} with Gaussian displacements of {rattle} Å"
+           if rattle > 0 else f"every {every}-th frame of {structure}")
+    write_dataset(output, structs, {k: v for k, v in splits.items() if len(v)},
+                  provenance=f"{how}, labelled with {level} (seed {seed})",
+                  split_descriptions={k: f"seeded permutation (seed {seed})" for k in splits})
+    return {k: len(v) for k, v in splits.items()} | {"level_of_theory": level}

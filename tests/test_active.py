@@ -111,3 +111,25 @@ def test_active_learning_refuses_an_unknown_labeller(tiny_potential, small_h5, t
     with pytest.raises(ConfigError, match="unknown labeller"):
         ActiveLearning(cfg).run(log=lambda *_: None)
     shutil.rmtree(tmp_path / "x")
+
+
+def test_label_makes_a_data_set_from_one_structure_and_resumes(tmp_path):
+    from ase_so3.cli import main
+    out = tmp_path / "new.h5"
+    FlakyEMT.calls, FlakyEMT.budget = 0, 3
+    argv = ["label", "ethanol", "-o", str(out), "--count", "6", "--rattle", "0.05", "--val", "2",
+            "--labeller", "tests.test_active:FlakyEMT"]
+    with pytest.raises(RuntimeError, match="labeller stopped"):
+        main(argv)
+    assert not out.exists() and len(read(f"{out}.labels.extxyz", index=":")) == 3
+    FlakyEMT.budget = 10 ** 9
+    assert main(argv) == 0
+    assert FlakyEMT.calls == 6  # three read back, three computed
+    ds = HDF5Dataset(out)
+    assert len(ds) == 6 and len(ds.split("val")) == 2 and len(ds.split("train")) == 4
+    assert ds[0].level_of_theory.startswith("FlakyEMT") and "Gaussian displacements" in ds.provenance
+    ref = read(f"{out}.labels.extxyz", index=0)
+    assert np.allclose(ds[0].forces, ref.get_forces())
+    ds.close()
+    assert main(["label", "ethanol", "-o", str(tmp_path / "x.h5"), "--count", "2",
+                 "--val", "2", "--labeller", "emt"]) == 2  # no training set left: a user error
