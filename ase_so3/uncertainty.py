@@ -23,7 +23,6 @@ How well it ranks and calibrates errors: docs/uncertainty.md.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -218,18 +217,16 @@ def assess(cal: FeatureUncertainty, data: dict, bins: int = 10) -> dict:
 def calibrate_file(potential, output, train_set, val_set, batch_size: int = 32,
                    dtype=torch.float64, device="cpu", info: dict | None = None):
     """Fit the uncertainty of ``potential`` (file or shipped name) on two labelled GraphSets and
-    write it with its calibration to ``output`` (atomically; may be the same file). Returns the
-    calibration and the model it was fitted with (in ``dtype`` on ``device``)."""
-    from ase_so3.loading import load_potential
-    model = load_potential(potential)
-    run = copy.deepcopy(model).to(device=device, dtype=dtype)  # the file keeps its own weights
+    write the file again with the calibration in its metadata to ``output`` (atomically; may be
+    the same file; weights and checksum unchanged). Returns the calibration and the model it was
+    fitted with (in ``dtype`` on ``device``)."""
+    from ase_so3.loading import load_potential, resolve_potential
+    from ase_so3.potentials.serialization import update_metadata
+    run = load_potential(potential).to(device=device, dtype=dtype)
     cal = fit(run, train_set, val_set, batch_size, dtype, device)
     cal = FeatureUncertainty(cal.factors, cal.forces_scale, cal.energy_scale, cal.reg,
                              {**cal.info, **(info or {})})
-    meta = dict(model.metadata)
-    meta.pop("pretrained_name", None)
-    meta["uncertainty"] = cal.to_dict()
-    model.save(output, metadata=meta)
+    update_metadata(resolve_potential(potential), {"uncertainty": cal.to_dict()}, output)
     return cal, run
 
 

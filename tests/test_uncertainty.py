@@ -74,9 +74,12 @@ def test_calibration_is_stored_and_ranks_errors(calibrated):
     payload = torch.load(path, weights_only=True)  # plain data, weights-only loadable
     stored = payload["metadata"]["uncertainty"]
     assert FeatureUncertainty.from_dict(stored).forces_scale == pytest.approx(report["forces_scale"])
-    # the file keeps the shipped weights exactly
-    shipped = load_potential("escn-rmd17-ethanol").state_dict()
-    assert all(torch.equal(shipped[k], v) for k, v in payload["state_dict"].items())
+    # the file keeps the shipped weights exactly, in their stored dtypes
+    from ase_so3.pretrained import potential_path
+    source = torch.load(potential_path("escn-rmd17-ethanol"), weights_only=True)
+    assert payload["checksum"] == source["checksum"]
+    for k, v in source["state_dict"].items():
+        assert payload["state_dict"][k].dtype == v.dtype and torch.equal(payload["state_dict"][k], v)
     test = report["test"]
     assert test["structures"] == 100
     assert test["spearman_structure_forces"] > 0.3  # measured 0.74 on all 1000 test_01

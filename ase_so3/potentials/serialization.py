@@ -54,6 +54,16 @@ def save_potential(potential, path, metadata: dict | None = None) -> None:
         torch.save(payload, tmp)
 
 
+def update_metadata(path, updates: dict, output=None) -> None:
+    """Write the potential file ``path`` again (to ``output``, default in place, atomically) with
+    its metadata updated by ``updates``: config, weights (in their stored dtypes) and checksum
+    unchanged, byte for byte."""
+    payload = read_potential_file(path)
+    payload["metadata"] = {**payload.get("metadata", {}), **updates}
+    with atomic_path(output if output is not None else path) as tmp:
+        torch.save(payload, tmp)
+
+
 def read_potential_file(path) -> dict:
     """Load and check a potential file; raise :class:`PotentialFileError` with advice if bad."""
     path = Path(path)
