@@ -34,6 +34,13 @@ def calibrated(tmp_path_factory):
     return out, data, report
 
 
+def _uncalibrated():
+    """The shipped ethanol eSCN without its calibration."""
+    model = load_potential("escn-rmd17-ethanol")
+    del model.metadata["uncertainty"]
+    return model
+
+
 def _test_atoms(data, k=0):
     ds = HDF5Dataset(data)
     atoms = ds[int(ds.split("test")[k])].to_atoms()
@@ -67,6 +74,13 @@ def test_formula_is_the_regularised_mahalanobis_norm_per_element(calibrated):
     assert np.allclose(calc.results["forces_std"], cal.forces_scale * np.sqrt(expected), rtol=1e-6)
     assert np.isclose(calc.results["energy_std"], cal.energy_scale * np.sqrt(expected.sum()),
                       rtol=1e-6)
+
+
+def test_every_shipped_potential_is_calibrated():
+    from ase_so3.pretrained import list_potentials
+    for name in list_potentials():
+        cal = FeatureUncertainty.of(load_potential(name))
+        assert cal is not None and cal.forces_scale > 0, name
 
 
 def test_calibration_is_stored_and_ranks_errors(calibrated):
@@ -125,10 +139,10 @@ def test_every_client_reports_the_same_uncertainty(calibrated, tmp_path):
     assert np.allclose(chunked.results["forces_std"], ref["forces_std"], rtol=1e-8)
     assert chunked.results["energy_std"] == pytest.approx(ref["energy_std"], rel=1e-8)
     # a potential without calibration: nothing reported, and asking for it is an error
-    plain = SO3Calculator("escn-rmd17-ethanol")
+    plain = SO3Calculator(_uncalibrated())
     assert "forces_std" not in plain.implemented_properties
     with pytest.raises(ConfigError, match="ase-so3 calibrate"):
-        SO3Calculator("escn-rmd17-ethanol", uncertainty=True)
+        SO3Calculator(_uncalibrated(), uncertainty=True)
     with pytest.raises(ConfigError, match="uncertainty must be"):
         SO3Calculator(path, uncertainty="yes")
     off = SO3Calculator(path, uncertainty=False)
@@ -152,7 +166,7 @@ def test_md_logs_uncertainty_and_stops_or_saves_over_the_threshold(calibrated, t
     header = (tmp_path / "b" / "log.csv").read_text().splitlines()[0]
     assert "max_forces_std_eV_per_A" in header and "energy_std_eV" in header
     with pytest.raises(ConfigError, match="forces_std"):
-        run_md(atoms, SO3Calculator("escn-rmd17-ethanol"), steps=1, output=tmp_path / "c",
+        run_md(atoms, SO3Calculator(_uncalibrated()), steps=1, output=tmp_path / "c",
                progress=False, uncertainty_threshold=0.1)
 
 
