@@ -97,7 +97,6 @@ def make_labeller(name: str, options: dict | None = None):
     ``package.module:Class``."""
     options = dict(options or {})
     if name == "pyscf":
-        from ase_so3.labelling import PySCFCalculator
         return PySCFCalculator(**options)
     if name == "emt":
         from ase.calculators.emt import EMT
@@ -110,6 +109,7 @@ def make_labeller(name: str, options: dict | None = None):
 
 
 def level_of_theory(calc) -> str:
+    """What the data set records of a labeller: its own description, or its class and options."""
     if hasattr(calc, "level_of_theory"):
         return calc.level_of_theory()
     params = ", ".join(f"{k}={v}" for k, v in sorted(calc.todict().items()))
@@ -125,7 +125,14 @@ def label_images(images, calc, path) -> list:
     from ase.io import read, write
     path = Path(path)
     done = read(path, index=":") if path.is_file() and path.stat().st_size else []
-    for atoms in list(images)[len(done):]:
+    images = list(images)
+    for k, old in enumerate(done):
+        if k >= len(images) or len(old) != len(images[k]) or not np.allclose(
+                old.positions, images[k].positions, atol=1e-6):
+            raise ConfigError(f"{path} holds labels of other structures (frame {k} differs from "
+                              "the one to label now); move it away to label these, or repeat "
+                              "the command that wrote it to go on with it")
+    for atoms in images[len(done):]:
         atoms = atoms.copy()
         atoms.calc = calc
         atoms.get_forces()

@@ -133,3 +133,7 @@ def test_label_makes_a_data_set_from_one_structure_and_resumes(tmp_path):
     ds.close()
     assert main(["label", "ethanol", "-o", str(tmp_path / "x.h5"), "--count", "2",
                  "--val", "2", "--labeller", "emt"]) == 2  # no training set left: a user error
+    other = ["label", "ethanol", "-o", str(out), "--count", "6", "--rattle", "0.06", "--val", "2",
+             "--labeller", "emt"]
+    assert main(other) == 2  # the labels on disk are of other structures: refused, kept
+    assert len(read(f"{out}.labels.extxyz", index=":")) == 6
