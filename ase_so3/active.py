@@ -3,10 +3,11 @@
 Each round runs Langevin MD with the current potential (calibrated, :mod:`ase_so3.uncertainty`),
 keeps a candidate frame every ``sample_every`` steps with its largest ``forces_std``, picks the
 ``per_round`` most uncertain candidates at least ``min_separation`` steps apart (mutually
-different), labels them with an ASE calculator (DFT with :class:`~ase_so3.labelling.PySCFCalculator`
-by default), appends them to the data set (every ``val_every``-th to the validation split) with
-their level of theory, and fine-tunes the potential on the grown set (``init_from``). The
-fine-tuned potential is calibrated again by the trainer and drives the next round.
+different; ``selection="random"`` draws them at random instead, the baseline), labels them with
+an ASE calculator (DFT with :class:`~ase_so3.labelling.PySCFCalculator` by default), appends
+them to the data set (every ``val_every``-th to the validation split) with their level of
+theory, and fine-tunes the potential on the grown set (``init_from``). The fine-tuned
+potential is calibrated again by the trainer and drives the next round.
 
 Everything lives in the output folder: ``data.h5`` (a copy of the data set that grows),
 ``round_NN/`` (candidates, the selection, ``labelled.extxyz`` written one label at a time, the
@@ -45,6 +46,7 @@ class ActiveLearningConfig:
     sample_every: int = 10  # MD steps between candidate frames
     per_round: int = 10  # labels per round
     min_separation: int = 100  # MD steps between two frames chosen in one round
+    selection: str = "uncertainty"  # or "random": the same MD, frames drawn at random (a baseline)
     val_every: int = 5  # every val_every-th label goes to the validation split
     max_forces_std: float = 2.0  # eV/Å: the MD of a round stops past this (the potential broke)
     labeller: str = "pyscf"  # pyscf, emt, or module:Class of any ASE calculator
@@ -55,11 +57,17 @@ class ActiveLearningConfig:
     seed: int = 0
 
 
-def select(steps: np.ndarray, scores: np.ndarray, count: int, min_separation: int) -> list[int]:
+SELECTIONS = ("uncertainty", "random")
+
+
+def select(steps: np.ndarray, scores: np.ndarray, count: int, min_separation: int,
+           rng: np.random.Generator | None = None) -> list[int]:
     """Positions of up to ``count`` candidates, most uncertain first, no two closer than
-    ``min_separation`` steps."""
+    ``min_separation`` steps. With ``rng``, candidates are taken in a random order instead
+    (the baseline active learning is measured against)."""
+    order = np.argsort(-scores, kind="stable") if rng is None else rng.permutation(len(scores))
     chosen: list[int] = []
-    for k in np.argsort(-scores, kind="stable"):
+    for k in order:
         if all(abs(int(steps[k]) - int(steps[c])) >= min_separation for c in chosen):
             chosen.append(int(k))
         if len(chosen) == count:
@@ -69,6 +77,9 @@ def select(steps: np.ndarray, scores: np.ndarray, count: int, min_separation: in
 
 class ActiveLearning:
     def __init__(self, cfg: ActiveLearningConfig):
+        if cfg.selection not in SELECTIONS:
+            raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got "
+                              f"{cfg.selection!r}")
         self.cfg = cfg
         self.out = Path(cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,10 @@ class ActiveLearning:
                                   "structure or a better potential")
             with atomic_path(path) as tmp:
                 write(tmp, frames, format="extxyz")
-            chosen = select(np.array(steps), np.array(scores), cfg.per_round, cfg.min_separation)
+            pick = (np.random.default_rng([cfg.seed, r, 1]) if cfg.selection == "random"
+                    else None)
+            chosen = select(np.array(steps), np.array(scores), cfg.per_round, cfg.min_separation,
+                            pick)
             with atomic_path(info) as tmp:
                 Path(tmp).write_text(json.dumps({"steps": steps, "max_forces_std": scores,
                                                  "chosen": chosen, "stopped": stop}))

@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = C.__dataclass_fields__[name].default
         al.add_argument("--" + name.replace("_K", "").replace("_", "-"), dest=name,
                         type=type(default), default=default, help=f"{text} (default {default})")
+    al.add_argument("--selection", choices=["uncertainty", "random"], default="uncertainty",
+                    help="which candidates to label: the most uncertain (default) or random "
+                         "ones (a baseline)")
     al.add_argument("--labeller-options", default="{}", help="JSON keyword arguments of the "
                     "labeller, e.g. '{\"grid_level\": 3}'")
     al.add_argument("--train-overrides", nargs="*", default=[], metavar="KEY=VALUE",

@@ -55,6 +55,11 @@ def test_select_takes_the_most_uncertain_frames_apart_from_each_other():
     assert select(steps, scores, 3, min_separation=20) == [1, 4]
     assert select(steps, scores, 3, min_separation=10) == [1, 2, 4]
     assert select(steps, scores, 2, min_separation=0) == [1, 2]
+    # the random baseline ignores the scores but keeps the separation, reproducibly
+    draws = [select(steps, scores, 3, 20, np.random.default_rng(s)) for s in range(20)]
+    assert all(abs(steps[a] - steps[b]) >= 20 for d in draws for a in d for b in d if a != b)
+    assert any(d != [1, 4] for d in draws) and all(len(d) >= 2 for d in draws)
+    assert draws[3] == select(steps, scores, 3, 20, np.random.default_rng(3))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +111,8 @@ def test_active_learning_labels_appends_finetunes_and_resumes(tiny_potential, sm
 
 def test_active_learning_refuses_an_unknown_labeller(tiny_potential, small_h5, tmp_path):
     from ase_so3.errors import ConfigError
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        ActiveLearning(_config(tiny_potential, small_h5, tmp_path / "x", selection="best"))
     cfg = _config(tiny_potential, small_h5, tmp_path / "x", rounds=1)
     cfg.labeller = "gaussian"
     with pytest.raises(ConfigError, match="unknown labeller"):

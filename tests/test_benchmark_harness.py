@@ -57,10 +57,20 @@ class _Harmonic(Calculator):
 
 def test_stability_detects_a_breaking_simulation_and_passes_a_stable_one():
     atoms = molecule("ethanol")
-    broken = run_stability(_Exploding(), atoms, max_ps=0.2)
+    kept = []
+    broken = run_stability(_Exploding(), atoms, max_ps=0.2, check_every=2, frames=kept,
+                           frames_every=2)
     assert broken["broke"] and "bond" in broken["reason"] and broken["stable_ps"] < 0.2
-    stable = run_stability(_Harmonic(atoms), atoms, max_ps=0.05)
+    # frames every 2 steps while intact: none at or past the check that found the break
+    assert len(kept) == round(broken["stable_ps"] * 2000) // 2 - 1 and len(kept) > 0
+    bonds, b0 = bonds_of(atoms)
+    assert all(np.abs(np.linalg.norm(f.positions[bonds[:, 0]] - f.positions[bonds[:, 1]], axis=1)
+                      - b0).max() <= 0.5 for f in kept)
+    kept = []
+    stable = run_stability(_Harmonic(atoms), atoms, max_ps=0.05, frames=kept, frames_every=20)
     assert not stable["broke"] and stable["stable_ps"] == pytest.approx(0.05)
+    assert len(kept) == 5 and kept[0].calc is None
+    assert not np.allclose(kept[0].positions, kept[-1].positions)
     s = summarize([broken, stable])
     assert s["broke_fraction"] == 0.5 and s["runs"] == 2
 

@@ -25,8 +25,15 @@ def bonds_of(atoms, factor: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
 
 def run_stability(calc, atoms, temperature_K: float = 500.0, max_ps: float = 1.0,
                   timestep_fs: float = 0.5, friction_per_fs: float = 0.01,
-                  bond_tolerance: float = 0.5, check_every: int = 10, seed: int = 0) -> dict:
+                  bond_tolerance: float = 0.5, check_every: int = 10, seed: int = 0,
+                  frames: list | None = None, frames_every: int = 0) -> dict:
+    """One run (see the module). With ``frames`` (a list) and ``frames_every`` (MD steps, a
+    multiple of ``check_every``), a copy of the structure is appended to ``frames`` every
+    ``frames_every`` steps while the run is intact (the frame where it broke is left out)."""
     from ase_so3.md import make_dynamics, maxwell_boltzmann
+    if frames_every and frames_every % check_every:
+        raise ValueError(f"frames_every ({frames_every}) must be a multiple of check_every "
+                         f"({check_every})")
     atoms = atoms.copy()
     atoms.calc = calc
     bonds, lengths = bonds_of(atoms)
@@ -53,6 +60,10 @@ def run_stability(calc, atoms, temperature_K: float = 500.0, max_ps: float = 1.0
         if worst > bond_tolerance:
             reason = f"bond deviated by {worst:.2f} Å"
             break
+        if frames is not None and frames_every and steps % frames_every == 0:
+            frame = atoms.copy()
+            frame.calc = None
+            frames.append(frame)
     seconds = time.perf_counter() - start
     return {"stable_ps": steps * timestep_fs / 1000, "max_ps": max_ps, "broke": reason is not None,
             "reason": reason or "", "max_bond_deviation_A": worst,
