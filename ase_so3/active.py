@@ -176,6 +176,7 @@ class ActiveLearning:
         done = label_images(self._frames, calc, folder / "labelled.extxyz")
         ds = HDF5Dataset(self.data)
         appended = f"active learning round {r}:" in ds.provenance  # the append is one rewrite
+        total = len(ds) + (0 if appended else len(done))
         ds.close()
         if not appended:
             structs = [Structure.from_atoms(a, level_of_theory=level) for a in done]
@@ -183,9 +184,6 @@ class ActiveLearning:
                       for k in range(len(structs))]
             note = f"active learning round {r}: {len(structs)} structures labelled with {level}"
             append_structures(self.data, structs, split=splits, provenance=note)
-        ds = HDF5Dataset(self.data)
-        total = len(ds)
-        ds.close()
         return {"labelled": len(done), "level_of_theory": level, "total_structures": total}
 
     def _finetune(self, folder: Path) -> dict:

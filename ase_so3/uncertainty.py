@@ -32,11 +32,10 @@ import torch
 from ase_so3 import keys as K
 from ase_so3.errors import ConfigError
 from ase_so3.graph import num_graphs
-from ase_so3.potentials.forces import energy_forces_stress
 from ase_so3.scatter import scatter_sum
 
 METHOD = "last-layer feature distance"
-REG_GRID = (1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6)
+REG_GRID = (1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6)
 ENERGY_STD, FORCES_STD = K.ENERGY_STD, K.FORCES_STD
 
 
@@ -124,13 +123,11 @@ class FeatureUncertainty:
 def collect(model, graph_set, batch_size: int = 32, dtype=torch.float64, device="cpu") -> dict:
     """Features, atomic numbers, structure index, force errors (eV/Å) and energy errors (eV) of
     ``model`` on every structure of a :class:`~ase_so3.training.data.GraphSet`."""
+    from ase_so3.training.metrics import predictions
     feats, numbers, batch, dforce, denergy = [], [], [], [], []
     offset = 0
     with readout_features(model) as holder:
-        for b in graph_set.batches(batch_size, shuffle=False):
-            graph, target = graph_set.collate(b, dtype, device)
-            with torch.enable_grad():
-                out = energy_forces_stress(model, graph, forces=True)
+        for b, graph, target, out in predictions(model, graph_set, batch_size, dtype, device):
             feats.append(holder["features"].detach().double().cpu())
             numbers.append(graph[K.NUMBERS].cpu())
             batch.append(graph[K.BATCH].cpu() + offset)
@@ -215,14 +212,15 @@ def assess(cal: FeatureUncertainty, data: dict, bins: int = 10) -> dict:
 
 
 def calibrate_file(potential, output, train_set, val_set, batch_size: int = 32,
-                   dtype=torch.float64, device="cpu", info: dict | None = None):
+                   dtype=torch.float64, device="cpu", info: dict | None = None, model=None):
     """Fit the uncertainty of ``potential`` (file or shipped name) on two labelled GraphSets and
     write the file again with the calibration in its metadata to ``output`` (atomically; may be
     the same file; weights and checksum unchanged). Returns the calibration and the model it was
-    fitted with (in ``dtype`` on ``device``)."""
+    fitted with (in ``dtype`` on ``device``); ``model``: the potential already loaded."""
     from ase_so3.loading import load_potential, resolve_potential
     from ase_so3.potentials.serialization import update_metadata
-    run = load_potential(potential).to(device=device, dtype=dtype)
+    run = (model if model is not None else load_potential(potential)).to(device=device,
+                                                                          dtype=dtype)
     cal = fit(run, train_set, val_set, batch_size, dtype, device)
     cal = FeatureUncertainty(cal.factors, cal.forces_scale, cal.energy_scale, cal.reg,
                              {**cal.info, **(info or {})})
@@ -238,17 +236,17 @@ def calibrate_potential(potential, data, output, train_split: str = "train",
     from ase_so3.training.data import GraphSet
     from ase_so3.training.hdf5 import HDF5Dataset
     from ase_so3.loading import load_potential
-    cutoff = load_potential(potential).cutoff
+    model = load_potential(potential)
     ds = HDF5Dataset(data)
     sets = {}
     for name in [train_split, val_split] + ([test_split] if test_split else []):
         indices = ds.split(name)
         ds.check(indices, name)
-        sets[name] = GraphSet(ds, indices, cutoff)
+        sets[name] = GraphSet(ds, indices, model.cutoff)
     ds.close()
     cal, run = calibrate_file(potential, output, sets[train_split], sets[val_split], batch_size,
                               dtype, device, {"data": str(data), "train_split": train_split,
-                                              "val_split": val_split})
+                                              "val_split": val_split}, model)
     report = {"reg": cal.reg, "forces_scale": cal.forces_scale, "energy_scale": cal.energy_scale,
               **cal.info}
     if test_split:

@@ -27,16 +27,23 @@ def error_metrics(e_ref, e_pred, num_atoms, f_ref, f_pred, offset_free: bool = F
     return out
 
 
+def predictions(model, graph_set: GraphSet, batch_size: int, dtype, device):
+    """The one evaluation loop: for each batch of ``graph_set`` in order, its positions in the
+    set, the collated graph, the labels and ``model``'s energies and autograd forces."""
+    for b in graph_set.batches(batch_size, shuffle=False):
+        graph, target = graph_set.collate(b, dtype, device)
+        with torch.enable_grad():
+            pred = energy_forces_stress(model, graph, forces=True)
+        yield b, graph, target, pred
+
+
 def evaluate_graph_set(model, graph_set: GraphSet, batch_size: int, dtype, device,
                        per_structure: bool = False) -> dict:
     """Energy (meV, meV/atom) and force (meV/Å) MAE/RMSE of ``model`` on a graph set. With
     ``per_structure`` also per-structure rows and the raw ``parity`` arrays (per-atom energies and
     force components, reference and predicted, eV and eV/Å)."""
     e_ref, e_pred, f_ref, f_pred, counts, rows = [], [], [], [], [], []
-    for b in graph_set.batches(batch_size, shuffle=False):
-        graph, target = graph_set.collate(b, dtype, device)
-        with torch.enable_grad():
-            pred = energy_forces_stress(model, graph, forces=True)
+    for b, graph, target, pred in predictions(model, graph_set, batch_size, dtype, device):
         e_ref.append(target[K.ENERGY].cpu().numpy())
         e_pred.append(pred[K.ENERGY].detach().cpu().numpy())
         f_ref.append(target[K.FORCES].cpu().numpy().reshape(-1))
