@@ -24,7 +24,7 @@ Two remedies, both for the whole process:
   benchmark workers apply it) makes malloc serve blocks below 512 MiB from its heap and never trim
   the heap (``mallopt(M_MMAP_THRESHOLD, 512 MiB)``, ``mallopt(M_TRIM_THRESHOLD, -1)``): freed
   memory is reused without a page fault (once the heap has settled: 2 MiB-aligned huge-page blocks
-  can grow it a few times first, see tests/test_allocator.py), while larger blocks still come from
+  can grow it a few times first, see tests/contract/test_allocator.py), while larger blocks still come from
   ``mmap`` and go back on free, which bounds the fragmentation of the heap. The process keeps the
   heap of its largest step. Measured 2026-11-24 (commit 8538e7a; one layer at 100k edges, forward + backward,
   one thread): TFN lmax 6 39-42 s at a 21.2-22.0 GB peak (a 256 MiB threshold: 50 s at 20.5 GB;

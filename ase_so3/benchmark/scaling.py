@@ -8,7 +8,7 @@ the geometric part each method needs
 (TFN: spherical harmonics up to 2*lmax and the CG filter contraction; eSCN: edge rotation, Wigner-D
 blocks, rotation in and out). Peak memory is counted above the process's footprint after imports.
 eSCN keeps every order (mmax = lmax), so both compute the same
-function (tested in tests/test_escn.py). Each measurement runs in a fresh subprocess so its peak
+function (tested in tests/physics/test_escn.py). Each measurement runs in a fresh subprocess so its peak
 memory (resident set on CPU, allocator peak on CUDA) is its own. Prints a table with the
 eSCN/TFN ratios and the fitted exponents of cost vs lmax (slope of log time on log lmax).
 """

@@ -76,7 +76,7 @@ def _config(tiny_potential, small_h5, output, **kw):
     return ActiveLearningConfig(potential=str(tiny_potential), data=str(small_h5),
                                 structure="ethanol", output=str(output), md_steps=24,
                                 sample_every=4, per_round=3, min_separation=8, val_every=3,
-                                max_forces_std=1e3, labeller="tests.test_active:FlakyEMT",
+                                max_forces_std=1e3, labeller="tests.integration.test_active:FlakyEMT",
                                 finetune_epochs=1, **kw)
 
 
@@ -125,7 +125,7 @@ def test_label_makes_a_data_set_from_one_structure_and_resumes(tmp_path):
     out = tmp_path / "new.h5"
     FlakyEMT.calls, FlakyEMT.budget = 0, 3
     argv = ["label", "ethanol", "-o", str(out), "--count", "6", "--rattle", "0.05", "--val", "2",
-            "--labeller", "tests.test_active:FlakyEMT"]
+            "--labeller", "tests.integration.test_active:FlakyEMT"]
     with pytest.raises(RuntimeError, match="labeller stopped"):
         main(argv)
     assert not out.exists() and len(read(f"{out}.labels.extxyz", index=":")) == 3

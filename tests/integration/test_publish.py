@@ -8,7 +8,7 @@ import pytest
 from release import publish as pub
 from ase_so3.pretrained import table
 from ase_so3.training.trainer import Trainer
-from tests.test_training import _cfg
+from tests.integration.test_training import _cfg
 
 
 def _curve(minutes):

@@ -60,7 +60,7 @@ def test_study_trains_every_setting_and_seed_and_reports(tmp_path, capsys):
 
 def test_recommended_architecture_takes_model_and_recipe_from_the_config(tmp_path):
     from pathlib import Path
-    config = Path(__file__).resolve().parents[1] / "configs" / "se3_transformer-rmd17.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "se3_transformer-rmd17.yaml"
     out = tmp_path / "study"
     common = ["--molecules", "ethanol", "--seeds", "0", "1", "--settings", "r", "mixed",
               "--budget-minutes", "0.001", "--data-dir", str(RMD17), "--train", "12", "--val",

@@ -36,7 +36,7 @@ def test_loads_by_name_and_gives_finite_results(name):
 # version 0.1.0 (commit 98d45c4) computed them with the potentials it shipped (kept in
 # tests/data/potentials-0.1.0/): options added to the model configs later must leave files written
 # by older versions loading, with the same numbers.
-OLD_FILES = Path(__file__).parent / "data" / "potentials-0.1.0"
+OLD_FILES = Path(__file__).parents[1] / "data" / "potentials-0.1.0"
 NUMBERS_0_1 = {
     "escn-rmd17-ethanol": (-4209.786098755823, [-0.71117205, -1.04490992, 1.77069062]),
     "se3_transformer-rmd17-ethanol": (-4209.777486565623, [-0.68703774, -1.15833607, 1.79521935]),
@@ -98,7 +98,7 @@ def test_shipped_potential_passes_self_check(name):
 # Energy and forces of every shipped potential on its molecule's built-in structure, float64, as
 # ase_so3 0.2.1 computed them at commit e4aaba4: faster formulations of a model (the training
 # throughput work) must give the same numbers to round-off.
-NUMBERS_0_2_1 = json.loads((Path(__file__).parent / "data" / "shipped-0.2.1-numbers.json")
+NUMBERS_0_2_1 = json.loads((Path(__file__).parents[1] / "data" / "shipped-0.2.1-numbers.json")
                            .read_text())["potentials"]
 
 

@@ -1,7 +1,10 @@
-"""``ase-so3 check`` passes on sound models and fails, on the right row, on broken ones."""
+"""``ase-so3 check`` passes on sound models and fails, on the right row, on broken ones; its NVE
+row runs on a recorded training structure and catches non-conservative forces."""
 
+import numpy as np
 import torch
 
+from ase_so3 import SO3Calculator
 from ase_so3.cli import main
 from ase_so3.potentials.blocks import PolynomialEnvelope
 from ase_so3.selfcheck import default_structures, run_checks
@@ -51,3 +54,38 @@ def test_check_flags_a_model_that_sees_cartesian_coordinates():
     failed = {r.check for r in rows if not r.passed}
     assert {"energy rotation", "energy reflection", "forces rotation"} <= failed
     assert "forces vs finite differences" not in failed  # still conservative
+
+
+def test_check_runs_dynamics_on_a_recorded_training_structure(tmp_path, capsys):
+    model = make_model("escn", channels=4, num_layers=1, lmax=1, mmax=1)
+    from ase_so3.data import load_named_structure
+    ethanol = load_named_structure("ethanol")
+    model.metadata = {"reference_structures": [{
+        "numbers": ethanol.numbers.tolist(), "positions": ethanol.positions.tolist(),
+        "cell": np.zeros((3, 3)).tolist(), "pbc": [False] * 3}]}
+    structures = default_structures(model)
+    first = next(iter(structures))
+    assert first == "training structure"
+    assert np.allclose(structures[first].positions, ethanol.positions)
+    assert "molecule" in structures  # the random cluster stays, for the symmetry rows
+    rows = run_checks(model, nve_steps=20)
+    nve = [r for r in rows if r.check.startswith("NVE")][0]
+    assert nve.structure == "training structure" and nve.passed
+
+
+def test_nve_row_still_fails_a_non_conservative_force_field(monkeypatch):
+    """A torque added to the forces pumps energy in steadily: the drift is far above what the run
+    resolves, so the scaled tolerance does not hide it."""
+    model = make_model("escn", channels=4, num_layers=1, lmax=1, mmax=1)
+    original = SO3Calculator.calculate
+
+    def with_torque(self, atoms=None, properties=("energy",), system_changes=None):
+        original(self, atoms, properties, system_changes or [])
+        r = self.atoms.positions - self.atoms.positions.mean(0)
+        self.results["forces"] = self.results["forces"] + 2.0 * np.cross([0, 0, 1.0], r)
+
+    monkeypatch.setattr(SO3Calculator, "calculate", with_torque)
+    structures = default_structures(model)
+    rows = run_checks(model, {"molecule": structures["molecule"]}, nve_steps=100)
+    nve = [r for r in rows if r.check.startswith("NVE")][0]
+    assert not nve.passed

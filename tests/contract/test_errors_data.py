@@ -1,6 +1,5 @@
-"""Error paths around data, the self-check and ASE: non-finite labels and coordinates, the
-self-check on a trained potential, ASE's calculator lookup, stress of non-periodic structures and
-the ``ase_so3_h5`` writer."""
+"""Data sets: non-finite labels and coordinates named (file, split, structure) before anything
+runs; the ``ase_so3_h5`` writer with partly labelled structures."""
 
 import json
 
@@ -8,18 +7,14 @@ import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
-from ase_so3 import SO3Calculator
 from ase_so3.cli import main
-from ase_so3.selfcheck import default_structures, run_checks
 from ase_so3.training.convert import convert_to_hdf5
 from ase_so3.training.hdf5 import DatasetFileError, HDF5Dataset
 from ase_so3.training.trainer import Trainer
-from tests.conftest import make_model
-from tests.test_training import _cfg
+from tests.integration.test_training import _cfg
 
 
 def _poison(path, dataset, index, value=np.nan):
@@ -53,7 +48,7 @@ def test_evaluate_names_a_nan_coordinate(small_h5_copy, capsys):
     structure = int(ds.split("test")[1])
     ds.close()
     _poison(small_h5_copy, "atoms/positions", int(ds.offsets[structure]) + 4)
-    from tests.test_selfcheck import _save_tiny
+    from tests.physics.test_selfcheck import _save_tiny
     potential = small_h5_copy.parent / "p.pt"
     _save_tiny(potential)
     assert main(["evaluate", str(potential), str(small_h5_copy), "--split", "test"]) != 0
@@ -90,55 +85,6 @@ def test_convert_refuses_non_finite_values_naming_file_and_frame(tmp_path):
                                          r"in forces; nothing was written"):
         convert_to_hdf5([src], out, n_train=2, n_val=1, n_test=1)
     assert not out.exists()
-
-
-def test_check_runs_dynamics_on_a_recorded_training_structure(tmp_path, capsys):
-    model = make_model("escn", channels=4, num_layers=1, lmax=1, mmax=1)
-    from ase_so3.data import load_named_structure
-    ethanol = load_named_structure("ethanol")
-    model.metadata = {"reference_structures": [{
-        "numbers": ethanol.numbers.tolist(), "positions": ethanol.positions.tolist(),
-        "cell": np.zeros((3, 3)).tolist(), "pbc": [False] * 3}]}
-    structures = default_structures(model)
-    first = next(iter(structures))
-    assert first == "training structure"
-    assert np.allclose(structures[first].positions, ethanol.positions)
-    assert "molecule" in structures  # the random cluster stays, for the symmetry rows
-    rows = run_checks(model, nve_steps=20)
-    nve = [r for r in rows if r.check.startswith("NVE")][0]
-    assert nve.structure == "training structure" and nve.passed
-
-
-def test_nve_row_still_fails_a_non_conservative_force_field(monkeypatch):
-    """A torque added to the forces pumps energy in steadily: the drift is far above what the run
-    resolves, so the scaled tolerance does not hide it."""
-    model = make_model("escn", channels=4, num_layers=1, lmax=1, mmax=1)
-    original = SO3Calculator.calculate
-
-    def with_torque(self, atoms=None, properties=("energy",), system_changes=None):
-        original(self, atoms, properties, system_changes or [])
-        r = self.atoms.positions - self.atoms.positions.mean(0)
-        self.results["forces"] = self.results["forces"] + 2.0 * np.cross([0, 0, 1.0], r)
-
-    monkeypatch.setattr(SO3Calculator, "calculate", with_torque)
-    structures = default_structures(model)
-    rows = run_checks(model, {"molecule": structures["molecule"]}, nve_steps=100)
-    nve = [r for r in rows if r.check.startswith("NVE")][0]
-    assert not nve.passed
-
-
-def test_ase_classic_calculator_lookup_finds_so3():
-    from ase.calculators.calculator import get_calculator_class
-    assert get_calculator_class("so3") is SO3Calculator
-
-
-def test_stress_of_a_non_periodic_structure_says_why():
-    calc = SO3Calculator(make_model("escn", channels=4, num_layers=1, lmax=1, mmax=1))
-    slab = Atoms("CO", positions=[[0, 0, 5], [0, 0, 6.1]], cell=[6, 6, 12], pbc=[True, True, False])
-    slab.calc = calc
-    with pytest.raises(PropertyNotImplementedError, match="periodic in all three directions"):
-        slab.get_stress()
-    assert np.isfinite(slab.get_forces()).all()  # energies and forces still work
 
 
 def _water(energy=None, forces=None):

@@ -21,7 +21,7 @@ pytest.importorskip("ipi")
 from ase_so3 import SO3Calculator  # noqa: E402
 from tests.conftest import make_model  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ipi"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ipi"
 STEPS = 3
 
 
@@ -42,7 +42,7 @@ def _input(tmp: Path, forcefield: str) -> Path:
 
 
 def _env():
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "OMP_NUM_THREADS": "1"}
 

@@ -9,7 +9,7 @@ import pytest
 
 from ase_so3.benchmark import training_speed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_training_speed_table_with_baseline_and_mace(ethanol_h5, tmp_path):

@@ -1,8 +1,9 @@
-"""Error paths around files and kills: empty and damaged potentials and checkpoints, a kill at
-every write of an epoch, and an MD run killed hard."""
+"""Potential files, checkpoints and writes: damaged, foreign, newer or empty files are refused
+with a clear error; a kill at any write of an epoch resumes consistently; writes are atomic."""
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,14 +12,80 @@ import torch
 from ase_so3 import SO3Calculator, load_potential
 from ase_so3.cli import main
 from ase_so3.errors import PotentialFileError
+from ase_so3.io_utils import atomic_path
 from ase_so3.potentials.serialization import read_potential_file
 from ase_so3.training.state import CheckpointError
 from ase_so3.training.trainer import Trainer
-from tests.test_training import _cfg
+from tests.conftest import make_model
+from tests.integration.test_training import _cfg
 
 
 def _quiet(*_):
     pass
+
+
+def test_not_a_potential_file(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(256))
+    with pytest.raises(PotentialFileError, match="not a readable ase_so3 potential"):
+        load_potential(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(PotentialFileError, match="not an ase_so3 potential file"):
+        load_potential(other)
+
+
+def test_truncated_and_tampered_files(tmp_path):
+    model = make_model("escn")
+    path = tmp_path / "m.pt"
+    model.save(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PotentialFileError, match="truncated or damaged"):
+        load_potential(cut)
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k in payload["state_dict"] if k.endswith("weight"))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1e-3
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(PotentialFileError, match="checksum does not match"):
+        load_potential(tmp_path / "tampered.pt")
+
+
+def test_newer_format_and_unknown_model(tmp_path):
+    model = make_model("tfn")
+    model.save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    newer = dict(payload, format_version=99)
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(PotentialFileError, match="version 99.*Upgrade ase_so3"):
+        load_potential(tmp_path / "newer.pt")
+    alien = dict(payload, model="allegro", checksum=None)
+    torch.save(alien, tmp_path / "alien.pt")
+    with pytest.raises(PotentialFileError, match="'allegro' model, which this ase_so3 does not know"):
+        load_potential(tmp_path / "alien.pt")
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    tfn = make_model("tfn")
+    tfn.save(tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    escn_state = make_model("escn").state_dict()
+    torch.save(dict(payload, state_dict=escn_state, checksum=None), tmp_path / "mixed.pt")
+    with pytest.raises(PotentialFileError, match="weights do not fit a 'tfn' model"):
+        load_potential(tmp_path / "mixed.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ase_so3.potential", "payload": _Evil()}, path)
+    with pytest.raises(PotentialFileError, match="pickled code, which is refused"):
+        load_potential(path)
 
 
 def test_an_empty_potential_file_gives_the_damaged_file_error(tmp_path, capsys):
@@ -164,3 +231,23 @@ def test_md_writes_its_log_while_it_runs(tmp_path, monkeypatch):
                   progress=False, log_every=10)
     rows = calls["rows"]
     assert len(rows) >= 10 and np.isfinite([float(r["total_eV"]) for r in rows]).all()
+
+
+def test_atomic_write_keeps_previous_file_on_failure(tmp_path):
+    target = tmp_path / "model.pt"
+    make_model("tfn").save(target)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    target = tmp_path / "model.pt"
+    make_model("tfn").save(target)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -164,3 +164,8 @@ def test_float32_far_from_origin_matches_float64(ethanol):
     far.calc = SO3Calculator(model, dtype="float32")
     assert abs(far.get_potential_energy() - ref.get_potential_energy()) < 1e-4
     assert np.abs(far.get_forces() - ref.get_forces()).max() < 1e-4
+
+
+def test_ase_classic_calculator_lookup_finds_so3():
+    from ase.calculators.calculator import get_calculator_class
+    assert get_calculator_class("so3") is SO3Calculator
