@@ -64,7 +64,13 @@ def reference_histogram(data, split: str = "train") -> np.ndarray:
 
 
 class BatchedLangevin:
-    """BAOAB Langevin dynamics of several molecules with one batched force call per step."""
+    """BAOAB Langevin dynamics of several molecules with one batched force call per step.
+
+    Not torch-sim's ``nvt_langevin`` (the same BAOAB splitting), because a replica that collapses
+    must leave the batch: torch-sim 0.3 integrates every system of its state at every step, so a
+    collapsed molecule would go on costing force calls and, once its positions stop being
+    finite, fail the input check of the whole batch. Exact resume also needs the noise from a
+    generator whose state is saved (``state.npz``), not torch's global one."""
 
     def __init__(self, calc, images, temperature_K: float, timestep_fs: float,
                  friction_per_fs: float, seed: int):
@@ -73,11 +79,12 @@ class BatchedLangevin:
         self.dt = timestep_fs * units.fs
         self.kT = units.kB * temperature_K
         self.c1 = float(np.exp(-friction_per_fs / units.fs * self.dt))
+        from ase_so3.md import maxwell_boltzmann
         self.rng = np.random.default_rng(seed)
         self.masses = [a.get_masses()[:, None] for a in self.images]
-        self.v = [self.rng.normal(size=(len(a), 3)) * np.sqrt(self.kT / m)
-                  for a, m in zip(self.images, self.masses)]
-        self.v = [v - (m * v).sum(0) / m.sum() for v, m in zip(self.v, self.masses)]
+        for a in self.images:
+            maxwell_boltzmann(a, temperature_K, self.rng)
+        self.v = [a.get_velocities() for a in self.images]
         self.active = np.ones(len(self.images), dtype=bool)
         self.energy = np.zeros(len(self.images))
         self.forces = self._forces()
