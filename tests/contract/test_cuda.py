@@ -1,6 +1,6 @@
 """The CUDA paths: equal to the CPU in float64, compiled equal to eager, batched
 equal to one by one, float32 and float64 side by side. Skipped where CUDA is not available (the
-CI machine); run on a GPU with ``python -m pytest tests/test_cuda.py``."""
+CI machine); run on a GPU with ``python -m pytest tests/contract/test_cuda.py``."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ def test_cuda_stress_and_partly_periodic_match_cpu(model_spec, small_cell, slab)
 def test_compiled_cuda_equals_eager_over_md(ethanol, small_cell):
     """``compile=True`` on CUDA: the same energies, forces and stress as eager CUDA at every step
     of a short MD, where positions and the neighbour count change. (CUDA graphs are
-    ``cuda_graphs=True``, tests/test_cuda_graphs.py: inductor's own, ``"reduce-overhead"``,
+    ``cuda_graphs=True``, tests/contract/test_cuda_graphs.py: inductor's own, ``"reduce-overhead"``,
     crashed in the backward with torch 2.11 on an H100.)"""
     from torch._dynamo.utils import counters
     counters.clear()

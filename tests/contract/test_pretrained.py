@@ -1,6 +1,9 @@
-"""Every shipped potential: loads by name, matches its model card, conserves energy in NVE."""
+"""Every shipped potential: loads by name, matches its model card, conserves energy in NVE; files
+written by older versions (potentials, a training checkpoint) keep working."""
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,23 @@ def test_potential_files_of_0_1_give_the_numbers_of_0_1(name):
     energy, force0 = NUMBERS_0_1[name]
     assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-7)
     np.testing.assert_allclose(atoms.get_forces()[0], force0, atol=1e-7)
+
+
+def test_a_checkpoint_of_0_2_1_resumes(small_h5, tmp_path, capsys):
+    """A run folder written by 0.2.1 (commit e4aaba4) goes on from its epoch with today's trainer
+    and configs, keeping its history, and ends in a potential that loads."""
+    from ase_so3.cli import main
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parents[1] / "data" / "checkpoint-e4aaba4", run)
+    assert main(["train", str(run / "config.yaml"), f"data={small_h5}", f"output={run}",
+                 "max_epochs=3", "--resume"]) == 0
+    assert "resumed from epoch 2" in capsys.readouterr().out
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[0]["val_forces_mae_meV_per_A"]) == pytest.approx(861.9549638875826)
+    model = load_potential(run / "potential.pt")
+    assert model.config.channels == 4 and model.metadata["train_config"]["max_epochs"] == 3
 
 
 @pytest.mark.parametrize("name", SHIPPED)
