@@ -84,6 +84,23 @@ def dft_check(potential: Path, data: Path, count: int, amplitudes, md_steps: int
             "groups": summary, "rows": rows}
 
 
+def foreign(potential: str, data: Path, count: int) -> dict:
+    """A potential on the first ``count`` test structures of another molecule (same elements):
+    its predicted force RMSE against the observed one (rMD17 labels), next to what it predicts
+    on its own molecule's test structures."""
+    from ase_so3 import SO3Calculator
+    from ase_so3.training.hdf5 import HDF5Dataset
+    ds = HDF5Dataset(data)
+    structs = [ds[int(i)] for i in ds.split("test")[:count]]
+    ds.close()
+    pred = SO3Calculator(potential).calculate_many([s.to_atoms() for s in structs])
+    std = np.concatenate([p["forces_std"] for p in pred])
+    err = np.concatenate([p["forces"] - s.forces for p, s in zip(pred, structs)])
+    return {"structures": len(structs),
+            "forces_rmse_predicted_meV_per_A": 1e3 * float(np.sqrt((std ** 2).mean())),
+            "forces_rmse_observed_meV_per_A": 1e3 * float(np.sqrt((err ** 2).sum(1).mean()))}
+
+
 def committee(names: list[str], data: Path) -> dict:
     """A committee of the given potentials (different architectures trained on the same data)
     against the feature distance of the first one: Spearman correlation of each estimate with
@@ -158,7 +175,9 @@ def table(results: dict) -> str:
 
 
 def report(results: dict, out: Path) -> None:
-    results = {k: v for k, v in results.items() if k != "committees"}
+    results = {k: v for k, v in results.items() if k not in ("committees", "foreign")}
+    if not results:
+        return
     shown = {k: v for k, v in results.items() if _molecule(k) in ("ethanol", "aspirin")}
     plot(shown, out / "calibration.png")
     with atomic_path(out / "table.md") as tmp:
@@ -176,6 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--amplitudes", type=float, nargs="+", default=[0.02, 0.05, 0.1],
                     help="standard deviations (Å) of the Gaussian rattle of test structures")
     ap.add_argument("--md-steps", type=int, default=200, help="MD steps between labelled frames")
+    ap.add_argument("--foreign", nargs="*", default=[], metavar="POTENTIAL=MOLECULE",
+                    help="a potential on another molecule's test structures (out of domain)")
+    ap.add_argument("--foreign-count", type=int, default=100)
     ap.add_argument("--committee", nargs="*", default=[], metavar="MOLECULE",
                     help="also compare with a committee of the shipped eSCN, TFN and "
                          "SE(3)-Transformer potentials of these molecules")
@@ -201,6 +223,15 @@ def main(argv=None) -> int:
             results[name]["dft"] = dft_check(target, data[mol], args.dft_count, args.amplitudes,
                                              args.md_steps)
             print(json.dumps(results[name]["dft"]["groups"], indent=1), flush=True)
+        with atomic_path(results_path) as tmp:
+            Path(tmp).write_text(json.dumps(results, indent=1))
+    for item in args.foreign:
+        name, mol = item.split("=", 1)
+        results.setdefault("foreign", {})[f"{name} on {mol}"] = found = foreign(
+            name, data[mol], args.foreign_count)
+        print(f"{name} on {mol}: force RMSE predicted "
+              f"{found['forces_rmse_predicted_meV_per_A']:.1f}, observed "
+              f"{found['forces_rmse_observed_meV_per_A']:.1f} meV/Å", flush=True)
         with atomic_path(results_path) as tmp:
             Path(tmp).write_text(json.dumps(results, indent=1))
     for mol in args.committee:
