@@ -6,7 +6,7 @@
 2. Two loops from that potential with the same MD, labeller and fine-tuning
    (``ase-so3 active-learn``): ``uncertainty`` labels the most uncertain frames of each round,
    ``random`` frames drawn at random from the same kind of MD. Both end with the same number of
-   labels.
+   labels. ``--repeats N`` runs both N times with other seeds (MD, selection, training order).
 3. Each final potential (and the initial one) runs ``--stability-ps`` of Langevin MD at
    ``--temperature`` (the stability benchmark's rules: a bond off by 0.5 Å breaks the run).
 4. The test set: a frame every ``--test-every-ps`` of the two loops' stability runs (while
@@ -96,23 +96,27 @@ def run(args) -> dict:
             if code:
                 raise SystemExit(f"the initial training failed ({code})")
     rounds = {}
-    for arm in ARMS:
-        cfg = ActiveLearningConfig(
-            potential=str(potentials["initial"]), data=str(initial), structure=str(start),
-            output=str(out / arm), rounds=args.rounds, temperature_K=args.temperature,
-            md_steps=args.md_steps, per_round=args.per_round, selection=arm,
-            min_separation=args.min_separation, max_forces_std=args.max_forces_std,
-            labeller=args.labeller, labeller_options=options, finetune_epochs=args.finetune_epochs,
-            train_overrides=list(args.train_overrides), seed=args.seed)
-        if not cpu.done(f"{arm} loop"):
-            with cpu.stage(f"{arm} loop"):
-                ActiveLearning(cfg).run()
-        progress = json.loads((out / arm / "progress.json").read_text())
-        rounds[arm] = progress["rounds"]
-        potentials[arm] = Path(rounds[arm][-1]["potential"])
+    for k in range(args.repeats):  # repeats: the same loops with other MD and training seeds
+        for arm in ARMS:
+            name, folder = (arm, arm) if k == 0 else (f"{arm}, repeat {k}", f"{arm}-{k}")
+            cfg = ActiveLearningConfig(
+                potential=str(potentials["initial"]), data=str(initial), structure=str(start),
+                output=str(out / folder), rounds=args.rounds, temperature_K=args.temperature,
+                md_steps=args.md_steps, per_round=args.per_round, selection=arm,
+                min_separation=args.min_separation, max_forces_std=args.max_forces_std,
+                labeller=args.labeller, labeller_options=options,
+                finetune_epochs=args.finetune_epochs, train_overrides=list(args.train_overrides),
+                seed=args.seed + k)
+            if not cpu.done(f"{name} loop"):
+                with cpu.stage(f"{name} loop"):
+                    ActiveLearning(cfg).run()
+            progress = json.loads((out / folder / "progress.json").read_text())
+            rounds[name] = progress["rounds"]
+            potentials[name] = Path(rounds[name][-1]["potential"])
     every = int(round(args.test_every_ps * 1000 / 0.5))
     stability = {}
-    for name, pot in potentials.items():
+    for name in ("initial", *ARMS):  # the test frames come from the first loops' MD
+        pot = potentials[name]
         path = out / f"stability_{name}.json"
         if not path.is_file():
             frames: list = []
@@ -156,8 +160,8 @@ def run(args) -> dict:
                "cpu_minutes": (shared + cpu.seconds.get(f"{name} loop", 0.0)) / 60,
                "test_forces_mae_meV_per_A": errors[name]["test"]["forces_mae_meV_per_A"],
                "test_energy_mae_meV": errors[name]["test"]["energy_mae_meV"],
-               "stable_ps": stability[name]["stable_ps"], "broke": stability[name]["broke"],
-               "reason": stability[name]["reason"], "steps_per_s": stability[name]["steps_per_s"]}
+               **{k: stability[name][k] for k in ("stable_ps", "broke", "reason", "steps_per_s")
+                  if name in stability}}
         for a in ARMS:
             if f"from_{a}" in errors[name]:
                 row[f"forces_mae_on_{a}_frames"] = errors[name][f"from_{a}"]["forces_mae_meV_per_A"]
@@ -176,7 +180,8 @@ def table(result: dict) -> str:
                      f"{r['test_forces_mae_meV_per_A']:.1f} | "
                      f"{r.get('forces_mae_on_uncertainty_frames', float('nan')):.1f} | "
                      f"{r.get('forces_mae_on_random_frames', float('nan')):.1f} | "
-                     f"{r['test_energy_mae_meV']:.1f} | {r['stable_ps']:.2f} |")
+                     f"{r['test_energy_mae_meV']:.1f} | "
+                     f"{'%.2f' % r['stable_ps'] if 'stable_ps' in r else '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-forces-std", type=float, default=2.0, help="eV/Å: a round's MD stops "
                    "past this uncertainty")
     p.add_argument("--finetune-epochs", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=1, help="run both loops this many times "
+                   "(seeds --seed, --seed + 1, ...), all evaluated on the first loops' test set")
     p.add_argument("--temperature", type=float, default=500.0)
     p.add_argument("--stability-ps", type=float, default=20.0)
     p.add_argument("--test-every-ps", type=float, default=1.0)
