@@ -1,8 +1,8 @@
 """Ship a fine-tuned potential: the card of the potential it started from, updated.
 
     python -m release.finetuned escn-rmd17-aspirin \\
-        --stage training_runs/escn-finetune-h200/round1/escn-aspirin-lr1e-3 \\
-        --stage training_runs/escn-finetune-h200/round2/escn-aspirin-lr0.001 \\
+        --stage runs/escn-finetune-h200/round1/escn-aspirin-lr1e-3 \\
+        --stage runs/escn-finetune-h200/round2/escn-aspirin-lr0.001 \\
         --potential /path/to/round2/potential.pt --data runs/rmd17_aspirin_01.h5 \\
         --molecule aspirin --hardware "one NVIDIA H200 ..." --command "..." \\
         --date 2026-12-04 --commit bccdf24

@@ -130,11 +130,9 @@ def shipped(model: str, molecule: str) -> dict:
         raise UnknownNameError(f"no shipped {name}; use --ours train to train it in the harness")
     card = model_card(name)
     training = card.get("training", {})
-    metrics = Path("training_runs") / name / "metrics.csv"  # archived run, in a source checkout
-    speed = _median_throughput(metrics) if metrics.is_file() else None
     return {"path": name, "source": "shipped potential", "epochs": training.get("epochs"),
             "train_seconds": training.get("wall_time_s"), "hardware": training.get("hardware"),
-            "structures_per_s": speed,
+            "structures_per_s": None,  # the card records epochs and time, not throughput
             "command": card.get("command", "")}
 
 

@@ -3,7 +3,7 @@
 error against latency, one table and one plot per molecule.
 
     ase-so3 benchmark pareto --results docs/learning/results.json --output docs/learning \\
-        [--model-file ethanol:escn=training_runs/escn-rmd17-ethanol-60min/potential.pt ...] \\
+        [--model-file ethanol:escn=runs/escn-rmd17-ethanol-60min/potential.pt ...] \\
         [--threads 1] [--device cpu] [--seconds 3]
 
 Each model is timed on its own molecule in a fresh worker process
