@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from dataclasses import dataclass
@@ -92,6 +93,29 @@ def _plot(log_rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def _after_block_on_ctrl_c():
+    """Ctrl-C inside the block takes effect when the block is done, so a frame is never half
+    written (a trajectory with a torn last frame cannot be read back). Main thread only."""
+    import os
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(*caught[0])  # Python's default handler raises KeyboardInterrupt here
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.0,
            timestep_fs: float = 0.5, steps: int = 200, seed: int = 0, friction_per_fs: float = 0.01,
            output: str | Path = "md_out", interval: int = 1, traj_format: str = "traj",
@@ -169,13 +193,15 @@ def run_md(atoms, calculator, ensemble: str = "nve", temperature_K: float = 300.
 
     bar = tqdm(total=steps, disable=not progress, unit="step", desc=f"MD {ensemble.upper()}",
                mininterval=0.5)
-    record()
     interrupted = stopped = False
     start = time.perf_counter()
     try:
+        with _after_block_on_ctrl_c():
+            record()
         for _ in range(steps):
             dyn.run(1)
-            stopped = record() and on_uncertain == "stop"
+            with _after_block_on_ctrl_c():
+                stopped = record() and on_uncertain == "stop"
             bar.update(1)
             if stopped:
                 break

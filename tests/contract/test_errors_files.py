@@ -251,3 +251,31 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_ctrl_c_while_a_frame_is_written_finishes_that_frame(tmp_path, monkeypatch):
+    """Ctrl-C that arrives during a trajectory write waits for the frame to be complete: the run
+    stops as interrupted and every frame in the file reads back."""
+    import os
+    import signal
+
+    from ase.io import read
+    from ase.io.trajectory import TrajectoryWriter
+
+    from ase_so3 import md
+    from ase_so3.data import load_named_structure
+    original = TrajectoryWriter.write
+    calls = {"n": 0}
+
+    def write_with_ctrl_c(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered before the frame is written
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrajectoryWriter, "write", write_with_ctrl_c)
+    calc = SO3Calculator(make_model("tfn"))
+    res = md.run_md(load_named_structure("ethanol"), calc, steps=50, output=tmp_path / "md",
+                    progress=False)
+    assert res.interrupted and res.steps_done == 4
+    assert len(read(tmp_path / "md" / "trajectory.traj", ":")) == 5  # the fifth one finished
