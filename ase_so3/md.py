@@ -100,7 +100,8 @@ def _after_block_on_ctrl_c():
     import os
     import signal
     import threading
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):  # a handler not set from Python: keep it
         yield
         return
     caught = []
