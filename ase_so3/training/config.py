@@ -39,6 +39,7 @@ class TrainConfig:
     stress_weight: float = 1.0  # on stress component errors^2, (eV/Å^3)^2, where present
     ema_decay: float = 0.99  # 0 disables the exponential moving average
     grad_clip: float = 10.0  # max gradient norm; 0 disables
+    divergence_factor: float = 10.0  # stop when the validation force MAE exceeds this many times its best (0: never)
     early_stopping_patience: int = 100  # epochs without a better validation force MAE
     dtype: str = "float64"  # float32 or float64 for the weights and the data
     device: str = "cpu"  # cpu, cuda, cuda:N

@@ -431,3 +431,29 @@ def test_error_metrics_is_the_one_definition_of_the_reported_errors():
     assert m["energy_mae_offset_free_meV"] == pytest.approx(2.0)  # errors +3, -1 about +1
     assert m["forces_mae_meV_per_A"] == pytest.approx(2.0) and m["forces_rmse_meV_per_A"] == pytest.approx(2.0)
     assert "energy_mae_offset_free_meV" not in error_metrics([0.0], [0.0], [1], [0.0], [0.0])
+
+
+def test_blow_up_with_a_finite_loss_stops_before_checkpointing(ethanol_h5, tmp_path, monkeypatch):
+    trainer = Trainer(_cfg(ethanol_h5, tmp_path / "run", max_epochs=4))
+    original = trainer.validate
+    scale = {1: 1.0, 2: 0.5, 3: 12.0}  # epoch 3: 24x the best (epoch 2)
+
+    def validate():
+        out = dict(original())
+        out["forces_mae_meV_per_A"] = 100.0 * scale[trainer.epoch + 1]
+        return out
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    with pytest.raises(TrainingDivergedError,
+                       match=r"1200 meV/Å in epoch 3, 24x the best \(50 in epoch 2.*"
+                             r"lr=.* --resume-from .*checkpoint_best.pt"):
+        trainer.fit(log=lambda *_: None)
+    last = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] == 2 and "optimizer" in best
+    # a factor of 0 never stops
+    off = Trainer(_cfg(ethanol_h5, tmp_path / "off", max_epochs=3, divergence_factor=0))
+    first = off.validate
+    monkeypatch.setattr(off, "validate", lambda: {**first(), "forces_mae_meV_per_A":
+                                                  100.0 * scale[off.epoch + 1]})
+    assert off.fit(log=lambda *_: None)["epochs"] == 3
