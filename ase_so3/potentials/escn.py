@@ -93,9 +93,11 @@ class ESCNInteraction(nn.Module):
         cfg = self.cfg
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
         h = self.norm(x) if cfg.norm else x
-        if cfg.message_centre:  # both ends in one gather: [E, 2, D, C] -> [E, D, 2C]
-            pair = h[edge_index.T]  # (the same as cat([h[src], h[dst]], 2), cheaper to train)
-            h_edge = pair.transpose(1, 2).reshape(pair.shape[0], h.shape[1], 2 * h.shape[2])
+        if cfg.message_centre:  # cat([h[src], h[dst]], 2) as one gather of channel rows
+            e, d, c = edge_index.shape[1], h.shape[1], h.shape[2]
+            rows = (edge_index.T[:, None, :] * d
+                    + torch.arange(d, device=h.device)[None, :, None]).reshape(-1)
+            h_edge = h.reshape(-1, c).index_select(0, rows).view(e, d, 2 * c)
         else:
             h_edge = h[src]
         x_rot = so2.rotate_to_edge_frame(h_edge, frame)  # per |m|: [E, rows_m, C]
