@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,8 @@ class Trainer:
                 f"the loss became {loss.item()} in epoch {self.epoch + 1}; "
                 f"{self._divergence_advice()}")
         # only the weights: the positions' own second derivatives are not needed
-        loss.backward(inputs=self._params)
+        with (_same_layout_strides_quiet() if self.world_size > 1 else contextlib.nullcontext()):
+            loss.backward(inputs=self._params)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             if not torch.isfinite(norm):
@@ -419,6 +421,22 @@ class Trainer:
                 for k, v in row.items():
                     if k != "epoch" and isinstance(v, (int, float)):
                         tb.add_scalar(k, v, self.epoch)
+
+
+# DDP compares each gradient's strides with those of its bucket view. The readout's last weight,
+# [1, C], gets its gradient with strides (1, 1) where the parameter has (C, 1): the same memory
+# layout (a size-1 dimension's stride is arbitrary). DDP then copies those C numbers and warns;
+# only that case is silenced, any other mismatch still warns.
+_SAME_LAYOUT = (r"Grad strides do not match bucket view strides[\s\S]*"
+                r"grad\.sizes\(\) = \[1, \d+\], strides\(\) = \[1, 1\]\s*"
+                r"bucket_view\.sizes\(\) = \[1, \d+\], strides\(\) = \[\d+, 1\]")
+
+
+@contextlib.contextmanager
+def _same_layout_strides_quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SAME_LAYOUT, category=UserWarning)
+        yield
 
 
 def _to(d: dict, device) -> dict:
