@@ -275,7 +275,13 @@ def test_ctrl_c_while_a_frame_is_written_finishes_that_frame(tmp_path, monkeypat
 
     monkeypatch.setattr(TrajectoryWriter, "write", write_with_ctrl_c)
     calc = SO3Calculator(make_model("tfn"))
-    res = md.run_md(load_named_structure("ethanol"), calc, steps=50, output=tmp_path / "md",
-                    progress=False)
+    # Python's own handler, as an interactive session has it (a shell starts a background job
+    # with SIGINT ignored, and then Python installs none)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        res = md.run_md(load_named_structure("ethanol"), calc, steps=50, output=tmp_path / "md",
+                        progress=False)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert res.interrupted and res.steps_done == 4
     assert len(read(tmp_path / "md" / "trajectory.traj", ":")) == 5  # the fifth one finished
