@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ase_so3.errors import ConfigError
+from ase_so3.training import stages
 
 
 @dataclass
@@ -37,6 +38,10 @@ class TrainConfig:
     energy_weight: float = 1.0  # on (energy error per atom)^2, eV^2
     forces_weight: float = 100.0  # on force component errors^2, (eV/Å)^2
     stress_weight: float = 1.0  # on stress component errors^2, (eV/Å^3)^2, where present
+    stage_two_start: float | None = None  # MACE's second stage from this epoch (>= 1) or fraction of the run (< 1; of max_epochs or the time budget); None: one stage
+    stage_two_energy_weight: float = 1000.0  # energy_weight in the second stage
+    stage_two_forces_weight: float | None = None  # forces_weight in the second stage (None: forces_weight)
+    stage_two_lr: float | None = None  # constant learning rate in the second stage (None: the schedule goes on)
     ema_decay: float = 0.99  # 0 disables the exponential moving average
     grad_clip: float = 10.0  # max gradient norm; 0 disables
     divergence_factor: float = 10.0  # stop when the validation force MAE exceeds this many times its best (0: never)
@@ -92,6 +97,7 @@ class TrainConfig:
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.kernels not in ("auto", "cpp", "torch"):
             raise ConfigError(f"kernels must be auto, cpp or torch, got {self.kernels!r}")
+        stages.check(self)
         if self.scheduler == "cosine_budget":
             if not self.time_budget_minutes:
                 raise ConfigError("scheduler: cosine_budget decays the learning rate over the time "

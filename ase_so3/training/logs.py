@@ -15,22 +15,26 @@ from ase_so3.io_utils import atomic_path
 
 def append_row(out: Path, row: dict, history: list[dict]) -> None:
     path = Path(out) / "metrics.csv"
-    if row["epoch"] == 1 or not path.exists() or last_logged_epoch(path) != row["epoch"] - 1:
+    header = _header(path) if path.exists() else None
+    if (row["epoch"] == 1 or header is None or last_logged_epoch(path) != row["epoch"] - 1
+            or set(header) != set(row)):  # a column added since: every row again, one header
         rewrite(out, history)
         return
     with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=list(row)).writerow(row)
+        csv.DictWriter(f, fieldnames=header).writerow(row)
     with open(Path(out) / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
 def rewrite(out: Path, history: list[dict]) -> None:
-    """Both files from ``history``, each in one atomic replace."""
+    """Both files from ``history``, each in one atomic replace. The CSV's columns are every key
+    of any row (a run resumed by a newer version may log more), empty where a row lacks one."""
     if not history:
         return
+    columns = list(dict.fromkeys(k for row in history for k in row))
     with atomic_path(Path(out) / "metrics.csv") as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w = csv.DictWriter(f, fieldnames=columns, restval="")
             w.writeheader()
             w.writerows(history)
     with atomic_path(Path(out) / "metrics.jsonl") as tmp:
@@ -38,9 +42,17 @@ def rewrite(out: Path, history: list[dict]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    """The rows of a ``metrics.csv`` as floats."""
+    """The rows of a ``metrics.csv`` as floats (a column a row has no value in is left out)."""
     with open(path) as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def _header(path: Path) -> list[str] | None:
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), None)
+    except OSError:
+        return None
 
 
 def read_history(out: Path) -> list[dict]:

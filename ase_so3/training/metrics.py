@@ -12,7 +12,7 @@ from ase_so3.training.data import GraphSet
 
 def error_metrics(e_ref, e_pred, num_atoms, f_ref, f_pred, offset_free: bool = False) -> dict:
     """The one definition of the errors the package reports: energy MAE and RMSE (meV), energy
-    MAE per atom (meV/atom), force-component MAE and RMSE (meV/Å), from energies (eV, one per
+    MAE and RMSE per atom (meV/atom), force-component MAE and RMSE (meV/Å), from energies (eV, one per
     structure), atom counts and forces (eV/Å, any shape). ``offset_free`` adds the energy MAE
     after removing the mean error (a constant offset that forces do not constrain)."""
     e = (np.asarray(e_pred, dtype=float) - np.asarray(e_ref, dtype=float)) * 1e3
@@ -20,6 +20,7 @@ def error_metrics(e_ref, e_pred, num_atoms, f_ref, f_pred, offset_free: bool = F
     out = {"energy_mae_meV": float(np.abs(e).mean()),
            "energy_rmse_meV": float(np.sqrt((e ** 2).mean())),
            "energy_mae_meV_per_atom": float(np.abs(e / np.asarray(num_atoms)).mean()),
+           "energy_rmse_meV_per_atom": float(np.sqrt(((e / np.asarray(num_atoms)) ** 2).mean())),
            "forces_mae_meV_per_A": float(np.abs(f).mean()),
            "forces_rmse_meV_per_A": float(np.sqrt((f ** 2).mean()))}
     if offset_free:

@@ -78,6 +78,7 @@ class LRSchedule:
         self.step_count, self.epoch, self.plateau_scale = 0, 0, 1.0
         self.best, self.bad_epochs = math.inf, 0
         self.clock, self.clock_steps = 0.0, 0  # training seconds and steps at the last epoch end
+        self.fixed_lr = None  # set: this learning rate from now on (a second training stage)
         self._apply()
 
     def _progress(self) -> float:
@@ -89,6 +90,8 @@ class LRSchedule:
         return min(1.0, t / self.budget_s)
 
     def lr(self) -> float:
+        if self.fixed_lr is not None:
+            return self.fixed_lr
         warm = min(1.0, (self.step_count + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         if self.kind in ("cosine", "cosine_budget"):
             frac = self._progress()
@@ -100,6 +103,11 @@ class LRSchedule:
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
+
+    def hold(self, lr: float) -> None:
+        """This learning rate from now on, whatever the schedule (a second training stage)."""
+        self.fixed_lr = float(lr)
+        self._apply()
 
     def step(self) -> None:
         self.step_count += 1
@@ -122,7 +130,8 @@ class LRSchedule:
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("step_count", "epoch", "plateau_scale", "best",
-                                              "bad_epochs", "clock", "clock_steps")}
+                                              "bad_epochs", "clock", "clock_steps",
+                                              "fixed_lr")}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():

@@ -33,7 +33,7 @@ from ase_so3.so3 import cpu_kernels
 from ase_so3.training.config import TrainConfig
 from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
                                    fit_atomic_energies, species_in)
-from ase_so3.training import logs
+from ase_so3.training import logs, stages
 from ase_so3.training.hdf5 import HDF5Dataset
 from ase_so3.training.init_from import init_weights
 from ase_so3.training.metrics import evaluate_graph_set  # noqa: F401  (public here too)
@@ -45,12 +45,15 @@ class TrainingDivergedError(ASESO3Error, RuntimeError):
     """The loss or the gradients became NaN or infinite."""
 
 
-def loss_terms(pred: dict, target: dict, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def loss_terms(pred: dict, target: dict, cfg: TrainConfig,
+               weights: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+    """The loss and its terms; ``weights``: (energy, forces) weights instead of the config's."""
+    energy_weight, forces_weight = weights or (cfg.energy_weight, cfg.forces_weight)
     w = target["weight"]
     n = target["num_atoms"]
     e_err = ((pred[K.ENERGY] - target[K.ENERGY]) / n) ** 2
     out = {"energy": (w * e_err).sum() / w.sum(), "forces": ((pred[K.FORCES] - target[K.FORCES]) ** 2).mean()}
-    total = cfg.energy_weight * out["energy"] + cfg.forces_weight * out["forces"]
+    total = energy_weight * out["energy"] + forces_weight * out["forces"]
     if K.STRESS in target and K.STRESS in pred:
         out["stress"] = ((pred[K.STRESS] - target[K.STRESS]) ** 2).mean()
         total = total + cfg.stress_weight * out["stress"]
@@ -104,6 +107,7 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model)
         self.epoch, self.best_metric, self.bad_epochs, self.history = 0, math.inf, 0, []
         self.elapsed = 0.0
+        self.stage_two_from = None  # the first epoch of the second stage, once it has begun
 
     # -- one optimisation step ----------------------------------------------------------------
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
@@ -113,7 +117,8 @@ class Trainer:
         graph, target = (_to(x, self.device) for x in batch)
         pred = energy_forces_stress(self.train_model, graph, forces=True,
                                     stress=K.STRESS in target, training=True)
-        return loss_terms(pred, target, self.cfg)
+        return loss_terms(pred, target, self.cfg,
+                          stages.loss_weights(self.cfg, self.stage_two_from is not None))
 
     def train_step(self, batch) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -156,7 +161,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "epoch": self.epoch, "best_metric": self.best_metric,
                 "bad_epochs": self.bad_epochs, "history": self.history, "elapsed": self.elapsed,
-                "rng": rng_state(), "train_config": self.cfg.to_dict()}
+                "rng": rng_state(), "train_config": self.cfg.to_dict(),
+                "stage_two_from": self.stage_two_from}
 
     def resume(self, path: Path | None = None) -> bool:
         """Continue from ``path`` (default ``checkpoint_last.pt`` of the output folder, if there
@@ -185,6 +191,7 @@ class Trainer:
         self.epoch, self.best_metric = p["epoch"], p["best_metric"]
         self.bad_epochs, self.history, self.elapsed = p["bad_epochs"], p["history"], p["elapsed"]
         set_rng_state(p["rng"])
+        self.stage_two_from = p.get("stage_two_from")  # absent in checkpoints before 0.2.2
 
     def _sound_alternative(self, bad: Path) -> str:
         """Advice after ``bad`` failed to load: an intact checkpoint of this folder to resume from."""
@@ -209,9 +216,32 @@ class Trainer:
         return (f"the last good checkpoint {last} (epoch {epoch}) is kept. Lower the learning "
                 "rate (lr), then resume with --resume")
 
+    def _score(self, row: dict) -> float:
+        """What the best epoch minimises: the validation force MAE, and in the second stage the
+        validation loss with its weights (:mod:`~ase_so3.training.stages`)."""
+        if self.stage_two_from is None:
+            return row["val_forces_mae_meV_per_A"]
+        return stages.validation_loss(row, stages.loss_weights(self.cfg, True))
+
     def _best_epoch(self) -> int | None:
-        scores = [(r["val_forces_mae_meV_per_A"], r["epoch"]) for r in self.history]
+        first = self.stage_two_from or 1
+        scores = [(self._score(r), r["epoch"]) for r in self.history if r["epoch"] >= first]
         return min(scores)[1] if scores else None
+
+    def _best_row(self) -> dict | None:
+        best = self._best_epoch()
+        return next((r for r in self.history if r["epoch"] == best), None)
+
+    def _begin_stage_two(self, log) -> None:
+        """From the next epoch on: the second stage's loss weights and learning rate, and a new
+        best epoch chosen among its epochs."""
+        self.stage_two_from, self.best_metric, self.bad_epochs = self.epoch + 1, math.inf, 0
+        if self.cfg.stage_two_lr is not None:
+            self.schedule.hold(self.cfg.stage_two_lr)
+        e_w, f_w = stages.loss_weights(self.cfg, True)
+        log(f"second stage from epoch {self.stage_two_from}: energy weight {e_w:g}, forces "
+            f"weight {f_w:g}, learning rate "
+            + (f"{self.cfg.stage_two_lr:g}" if self.cfg.stage_two_lr else "as scheduled"))
 
     def _reexport_best_if_stale(self) -> None:
         best = self._best_epoch()
@@ -240,7 +270,9 @@ class Trainer:
             self.model.save(path, metadata={
                 "training_data": str(self.cfg.data), "train_split": self.cfg.train_split,
                 "epochs": self.epoch, "train_config": self.cfg.to_dict(),
-                "best_val_forces_mae_meV_per_A": self.best_metric,
+                "best_val_forces_mae_meV_per_A": (self.history[-1]["val_forces_mae_meV_per_A"]
+                                                  if self.history else None),
+                **({"stage_two_from": self.stage_two_from} if self.stage_two_from else {}),
                 "reference_structures": self._reference_structures(),
                 **({"init_from": self.init_metadata} if self.init_metadata else {})})
         finally:
@@ -299,6 +331,8 @@ class Trainer:
             if self.elapsed >= budget:
                 stop_reason = "time_budget"
                 break
+            if self.stage_two_from is None and stages.begins(cfg, self.epoch, self.elapsed):
+                self._begin_stage_two(log if main else (lambda *_: None))
             start = time.perf_counter()
             batches = self.train_set.batches(cfg.batch_size, True, cfg.seed, self.epoch,
                                              self.rank, self.world_size)
@@ -314,14 +348,15 @@ class Trainer:
             metric = metrics["forces_mae_meV_per_A"]
             self._check_blow_up(metric)
             self.schedule.end_epoch(metric, self.elapsed)
-            improved = metric < self.best_metric
-            self.best_metric = min(metric, self.best_metric)
-            self.bad_epochs = 0 if improved else self.bad_epochs + 1
             # the unrounded clock: the budget is compared with it (a rounded one can reach it)
             row = {"epoch": self.epoch, "elapsed_s": self.elapsed,
                    "lr": self.optimizer.param_groups[0]["lr"], "train_loss": float(np.mean(losses)),
                    "structures_per_s": len(self.train_set) / max(train_seconds, 1e-9),
                    **{f"val_{k}": v for k, v in metrics.items()}}
+            score = self._score(row)
+            improved = score < self.best_metric
+            self.best_metric = min(score, self.best_metric)
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
             self.history.append(row)
             if main:  # checkpoint_last.pt commits the epoch; resume() repairs the rest
                 payload = self._payload()
@@ -350,8 +385,11 @@ class Trainer:
                     f"{cal.forces_scale * 1e3:.3f} meV/Å")
         if self.world_size > 1:
             torch.distributed.barrier()
-        return {"epochs": self.epoch, "best_val_forces_mae_meV_per_A": self.best_metric,
-                "stop_reason": stop_reason, "elapsed_s": self.elapsed}
+        best = self._best_row()
+        return {"epochs": self.epoch, "best_epoch": best and best["epoch"],
+                "best_val_forces_mae_meV_per_A": best["val_forces_mae_meV_per_A"] if best
+                else math.inf, "stop_reason": stop_reason, "elapsed_s": self.elapsed,
+                "stage_two_from": self.stage_two_from}
 
     def _check_blow_up(self, metric: float) -> None:
         """A run whose loss stays finite can still blow up (docs/accuracy_study.md: a 64-channel
@@ -359,13 +397,15 @@ class Trainer:
         the epoch is checkpointed when the validation force MAE exceeds ``divergence_factor``
         times the best so far; the best epoch's full state is kept."""
         factor = self.cfg.divergence_factor
-        if not factor or not math.isfinite(self.best_metric) or metric <= factor * self.best_metric:
+        lowest, at = min(((r["val_forces_mae_meV_per_A"], r["epoch"]) for r in self.history),
+                         default=(math.inf, None))
+        if not factor or not math.isfinite(lowest) or metric <= factor * lowest:
             return
         best = self._best_epoch()
         where = self.out / "checkpoint_best.pt"
         raise TrainingDivergedError(
             f"the validation force MAE jumped to {metric:.4g} meV/Å in epoch {self.epoch}, "
-            f"{metric / self.best_metric:.0f}x the best ({self.best_metric:.4g} in epoch {best}; "
+            f"{metric / lowest:.0f}x the best ({lowest:.4g} in epoch {at}; "
             f"the limit is divergence_factor={factor:g}): training diverged and stopped before "
             f"this epoch was checkpointed. {where} holds epoch {best} with its optimiser state: "
             f"continue from it with a lower learning rate, `ase-so3 train ... "

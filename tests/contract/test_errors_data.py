@@ -60,9 +60,8 @@ def test_evaluate_names_a_nan_coordinate(small_h5_copy, capsys):
 def test_divergence_message_says_which_checkpoint_exists(small_h5_copy, tmp_path, monkeypatch):
     import ase_so3.training.trainer as tm
     original = tm.loss_terms
-    monkeypatch.setattr(tm, "loss_terms", lambda p, t, c: {**original(p, t, c),
-                                                           "total": original(p, t, c)["total"]
-                                                           * float("nan")})
+    monkeypatch.setattr(tm, "loss_terms", lambda p, t, c, w=None: {
+        **original(p, t, c, w), "total": original(p, t, c, w)["total"] * float("nan")})
     with pytest.raises(tm.TrainingDivergedError, match="no checkpoint was written") as info:
         Trainer(_cfg(small_h5_copy, tmp_path / "run", max_epochs=1)).fit(log=lambda *_: None)
     assert "last good checkpoint" not in str(info.value)

@@ -98,3 +98,19 @@ def test_budget_cosine_needs_a_budget_and_refuses_snapshots():
         TrainConfig(data="x.h5", scheduler="cosine_budget", time_budget_minutes=60,
                     snapshot_minutes=[15])
     TrainConfig(data="x.h5", scheduler="cosine_budget", time_budget_minutes=60)
+
+
+def test_a_held_learning_rate_overrides_the_schedule_and_resumes():
+    s, opt = _schedule(kind="cosine")
+    _epoch(s, 5, 10.0)
+    s.hold(3e-4)
+    assert opt.param_groups[0]["lr"] == 3e-4
+    _epoch(s, 5, 20.0)
+    assert s.lr() == 3e-4
+    c, _ = _schedule(kind="cosine")
+    c.load_state_dict(s.state_dict())
+    assert c.lr() == 3e-4
+    old = {k: v for k, v in s.state_dict().items() if k != "fixed_lr"}  # before 0.2.2
+    d, _ = _schedule(kind="cosine")
+    d.load_state_dict(old)
+    assert d.lr() == pytest.approx(_cosine(0.2))

@@ -242,8 +242,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(ethanol_h5, tmp_path, monkeypa
     import ase_so3.training.trainer as tm
     original = tm.loss_terms
 
-    def poisoned(pred, target, cfg):
-        out = original(pred, target, cfg)
+    def poisoned(pred, target, cfg, weights=None):
+        out = original(pred, target, cfg, weights)
         if trainer.epoch >= 1:
             out["total"] = out["total"] * float("nan")
         return out
