@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from ase_so3.so3 import cpu_kernels
 from ase_so3.training.config import TrainConfig
 from ase_so3.training.data import (GraphSet, batch_loader, dataset_statistics,
                                    fit_atomic_energies, species_in)
-from ase_so3.training import logs, stages
+from ase_so3.training import distributed, logs, outputs, stages
 from ase_so3.training.hdf5 import HDF5Dataset
 from ase_so3.training.init_from import init_weights
 from ase_so3.training.metrics import evaluate_graph_set  # noqa: F401  (public here too)
@@ -65,7 +64,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.dtype = parse_dtype(cfg.dtype)
-        self.rank, self.world_size = _init_distributed(cfg.device)
+        self.rank, self.world_size = distributed.init(cfg.device)
         self.device = torch.device(cfg.device if not cfg.device.startswith("cuda") or self.world_size == 1
                                    else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
         if cfg.threads:
@@ -129,7 +128,7 @@ class Trainer:
                 f"the loss became {loss.item()} in epoch {self.epoch + 1}; "
                 f"{self._divergence_advice()}")
         # only the weights: the positions' own second derivatives are not needed
-        with (_same_layout_strides_quiet() if self.world_size > 1 else contextlib.nullcontext()):
+        with (distributed.same_layout_strides_quiet() if self.world_size > 1 else contextlib.nullcontext()):
             loss.backward(inputs=self._params)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -273,23 +272,11 @@ class Trainer:
                 "best_val_forces_mae_meV_per_A": (self.history[-1]["val_forces_mae_meV_per_A"]
                                                   if self.history else None),
                 **({"stage_two_from": self.stage_two_from} if self.stage_two_from else {}),
-                "reference_structures": self._reference_structures(),
+                "reference_structures": outputs.reference_structures(self.train_set),
                 **({"init_from": self.init_metadata} if self.init_metadata else {})})
         finally:
             if self.ema is not None:
                 self.ema.swap(self.model)
-
-    def _reference_structures(self, count: int = 2) -> list[dict]:
-        """The first ``count`` training structures as plain lists (numbers, positions, cell,
-        pbc): what ``ase-so3 check`` runs its dynamics on, inside the training distribution."""
-        ds = self.train_set.dataset
-        out = []
-        for i in self.train_set.indices[:count]:
-            s = ds[int(i)]
-            out.append({"numbers": s.numbers.tolist(), "positions": s.positions.tolist(),
-                        "cell": np.asarray(s.cell).tolist(), "pbc": np.asarray(s.pbc).tolist()})
-        ds.close()
-        return out
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self, resume: bool = False, log=print, resume_from: str | Path | None = None) -> dict:
@@ -344,7 +331,8 @@ class Trainer:
             train_seconds = time.perf_counter() - start
             metrics = self.validate()
             self.epoch += 1
-            self.elapsed = self._shared_clock(self.elapsed + time.perf_counter() - start)
+            self.elapsed = distributed.shared_clock(self.elapsed + time.perf_counter() - start,
+                                                  self.world_size, self.device)
             metric = metrics["forces_mae_meV_per_A"]
             self._check_blow_up(metric)
             self.schedule.end_epoch(metric, self.elapsed)
@@ -411,15 +399,6 @@ class Trainer:
             f"continue from it with a lower learning rate, `ase-so3 train ... "
             f"lr={self.cfg.lr / 2:g} --resume-from {where}`")
 
-    def _shared_clock(self, elapsed: float) -> float:
-        """The slowest rank's training time, so that every rank stops at the same epoch and
-        follows the same time-based learning rate."""
-        if self.world_size == 1:
-            return elapsed
-        t = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return float(t.item())
-
     def _snapshots(self, log) -> None:
         """``potential_<N>min.pt``: for each of ``snapshot_minutes`` passed, the potential a run
         with ``time_budget_minutes=N`` would ship (the best so far, energy shift refitted); so one
@@ -435,23 +414,9 @@ class Trainer:
             log(f"snapshot for a {float(minutes):g}-minute budget: {path}")
 
     def refit_energy_shift(self, path: Path) -> float:
-        """Forces do not constrain a constant energy offset, and a force-weighted loss barely
-        does: fit the per-atom shift of the exported potential to the training energies by least
-        squares (mean of (E_ref - E_pred) / N) and save it again. Returns the change in eV/atom."""
-        from ase_so3.loading import load_potential
-        model = load_potential(path).to(device=self.device, dtype=self.dtype)
-        residual = []
-        for b in self.train_set.batches(self.cfg.val_batch_size, shuffle=False):
-            graph, target = self.train_set.collate(b, self.dtype, self.device)
-            with torch.no_grad():
-                energy = model(graph)[K.ENERGY]
-            residual.append(((target[K.ENERGY] - energy) / target["num_atoms"]).cpu())
-        delta = float(torch.cat(residual).mean())
-        model.shift += delta
-        meta = dict(model.metadata)
-        meta["energy_shift_refit_eV_per_atom"] = meta.get("energy_shift_refit_eV_per_atom", 0.0) + delta
-        model.save(path, metadata=meta)
-        return delta
+        """:func:`~ase_so3.training.outputs.refit_energy_shift` on the training set."""
+        return outputs.refit_energy_shift(path, self.train_set, self.cfg.val_batch_size,
+                                          self.dtype, self.device)
 
     def _write_logs(self, row: dict) -> None:
         logs.append_row(self.out, row, self.history)
@@ -463,31 +428,5 @@ class Trainer:
                         tb.add_scalar(k, v, self.epoch)
 
 
-# DDP compares each gradient's strides with those of its bucket view. The readout's last weight,
-# [1, C], gets its gradient with strides (1, 1) where the parameter has (C, 1): the same memory
-# layout (a size-1 dimension's stride is arbitrary). DDP then copies those C numbers and warns;
-# only that case is silenced, any other mismatch still warns.
-_SAME_LAYOUT = (r"Grad strides do not match bucket view strides[\s\S]*"
-                r"grad\.sizes\(\) = \[1, \d+\], strides\(\) = \[1, 1\]\s*"
-                r"bucket_view\.sizes\(\) = \[1, \d+\], strides\(\) = \[\d+, 1\]")
-
-
-@contextlib.contextmanager
-def _same_layout_strides_quiet():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_SAME_LAYOUT, category=UserWarning)
-        yield
-
-
 def _to(d: dict, device) -> dict:
     return {k: v.to(device) for k, v in d.items()}
-
-
-def _init_distributed(device: str) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_rank(), dist.get_world_size()

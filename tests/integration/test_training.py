@@ -462,7 +462,7 @@ def test_blow_up_with_a_finite_loss_stops_before_checkpointing(ethanol_h5, tmp_p
 def test_ddp_stride_warning_silenced_only_for_a_row_weights_same_layout():
     import warnings
 
-    from ase_so3.training.trainer import _same_layout_strides_quiet
+    from ase_so3.training.distributed import same_layout_strides_quiet
     head = ("Grad strides do not match bucket view strides. This may indicate grad was not "
             "created according to the gradient layout contract, or that the param's strides "
             "changed since DDP was constructed.  This is not an error, but may impair "
@@ -473,7 +473,7 @@ def test_ddp_stride_warning_silenced_only_for_a_row_weights_same_layout():
                     "bucket_view.sizes() = [4, 32], strides() = [32, 1] (Triggered internally)")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with _same_layout_strides_quiet():
+        with same_layout_strides_quiet():
             warnings.warn(same, UserWarning)
             warnings.warn(other, UserWarning)
     assert [str(w.message) for w in seen] == [other]
