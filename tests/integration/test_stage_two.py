@@ -11,7 +11,7 @@ from ase_so3.errors import ConfigError
 from ase_so3.training import logs, stages
 from ase_so3.training.config import TrainConfig
 from ase_so3.training.trainer import Trainer
-from tests.integration.test_training import _cfg
+from tests.integration.test_training import _cfg, kill_at_step
 
 STAGE_TWO = dict(max_epochs=4, stage_two_start=2, stage_two_lr=1e-4,
                  stage_two_energy_weight=5e4, stage_two_forces_weight=10.0)
@@ -61,20 +61,8 @@ def test_second_stage_weights_learning_rate_and_shipped_epoch(ethanol_h5, tmp_pa
 def test_second_stage_resumes_exactly(ethanol_h5, tmp_path, monkeypatch):
     full = Trainer(_cfg(ethanol_h5, tmp_path / "full", **STAGE_TWO))
     full.fit(log=lambda *_: None)
-    killed = Trainer(_cfg(ethanol_h5, tmp_path / "killed", **STAGE_TWO))
-    original = Trainer.train_step
-    calls = {"n": 0}
-
-    def dying_step(self, positions):
-        calls["n"] += 1
-        if calls["n"] == 21:  # in the middle of epoch 4 (6 steps per epoch), in stage two
-            raise KeyboardInterrupt
-        return original(self, positions)
-
-    monkeypatch.setattr(Trainer, "train_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        killed.fit(log=lambda *_: None)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    # in the middle of epoch 4 (6 steps per epoch), in stage two
+    kill_at_step(Trainer(_cfg(ethanol_h5, tmp_path / "killed", **STAGE_TWO)), 21, monkeypatch)
     resumed = Trainer(_cfg(ethanol_h5, tmp_path / "killed", **STAGE_TWO))
     resumed.fit(resume=True, log=lambda *_: None)
     assert resumed.stage_two_from == full.stage_two_from == 3

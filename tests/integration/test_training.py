@@ -130,23 +130,28 @@ def test_training_lowers_validation_force_error(ethanol_h5, tmp_path):
     assert np.isfinite(atoms.get_forces()).all()
 
 
-def test_kill_and_resume_matches_uninterrupted_run(ethanol_h5, tmp_path, monkeypatch):
-    full = Trainer(_cfg(ethanol_h5, tmp_path / "full"))
-    full.fit(log=lambda *_: None)
-    killed = Trainer(_cfg(ethanol_h5, tmp_path / "killed"))
+def kill_at_step(trainer, step: int, monkeypatch) -> None:
+    """Run ``trainer.fit`` until Ctrl-C arrives in training step ``step`` (counted from 1)."""
     original = Trainer.train_step
     calls = {"n": 0}
 
     def dying_step(self, positions):
         calls["n"] += 1
-        if calls["n"] == 15:  # in the middle of epoch 3 (6 steps per epoch)
+        if calls["n"] == step:
             raise KeyboardInterrupt
         return original(self, positions)
 
     monkeypatch.setattr(Trainer, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        killed.fit(log=lambda *_: None)
+        trainer.fit(log=lambda *_: None)
     monkeypatch.setattr(Trainer, "train_step", original)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(ethanol_h5, tmp_path, monkeypatch):
+    full = Trainer(_cfg(ethanol_h5, tmp_path / "full"))
+    full.fit(log=lambda *_: None)
+    # in the middle of epoch 3 (6 steps per epoch)
+    kill_at_step(Trainer(_cfg(ethanol_h5, tmp_path / "killed")), 15, monkeypatch)
     resumed = Trainer(_cfg(ethanol_h5, tmp_path / "killed"))
     resumed.fit(resume=True, log=lambda *_: None)
     assert resumed.epoch == full.epoch == 3
