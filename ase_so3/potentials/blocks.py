@@ -75,7 +75,10 @@ class RadialWeights(nn.Module):
         self.out_shape = tuple(out_shape)
         self.mlp = MLP([num_basis, hidden, hidden, math.prod(out_shape)])
 
-    def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+    def forward(self, basis: torch.Tensor, envelope: torch.Tensor,
+                mix: torch.Tensor | None = None) -> torch.Tensor:
+        """``mix`` ``[Q, out_shape[0]]``: the output mixed along its first axis, ``[E, Q,
+        *out_shape[1:]]``, through the last layer's weights (no per-edge cost)."""
         # envelope * (h W + b) as one product [envelope * h, envelope] [W; b]: no pass over the
         # wide output (nor its derivatives in a force loss)
         h = basis
@@ -83,10 +86,16 @@ class RadialWeights(nn.Module):
             h = self.mlp[k](h)
         last, env = self.mlp[-1], envelope[:, None]
         if last.bias is None:
-            w = (env * h) @ last.weight.T
+            h, weight = env * h, last.weight.T
         else:
-            w = torch.cat([env * h, env], dim=1) @ torch.cat([last.weight.T, last.bias[None]], 0)
-        return w.reshape(basis.shape[0], *self.out_shape)
+            h, weight = torch.cat([env * h, env], dim=1), torch.cat([last.weight.T, last.bias[None]], 0)
+        shape = self.out_shape
+        if mix is not None:
+            weight = torch.einsum("qp,kpr->kqr", mix.to(weight.dtype),
+                                  weight.view(weight.shape[0], shape[0], -1))
+            shape = (mix.shape[0], *shape[1:])
+            weight = weight.reshape(weight.shape[0], -1)
+        return (h @ weight).reshape(basis.shape[0], *shape)
 
 
 class EdgeFeatures(nn.Module):

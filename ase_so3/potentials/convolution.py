@@ -15,6 +15,16 @@ the other degrees below ``lmax`` stay exactly zero.
 The geometric part ``T[e, path, mo, mi] = sum_mf C Y`` does not depend on channels or on the
 layer, so models compute it once per forward (:meth:`TensorProductConv.filters`) and every layer,
 key and value convolution reuses it.
+
+The same tensor product in the edge frame (:meth:`TensorProductConv.frame_mix`,
+:meth:`TensorProductConv.in_frame`): equivariance gives ``T(r_hat) = D(R)^T T(+y) D(R)`` for the
+rotation ``R`` that takes ``r_hat`` to the polar axis, and ``Y(+y)`` is non-zero only at
+``mf = 0``, so ``T(+y)`` couples ``(li, m)`` only to ``(lo, m)``, with one coefficient for ``+m``
+and ``-m`` on parity-even paths. The message is then: rotate ``x`` into the edge frame, mix the
+degrees of each ``m`` with per-edge weights ``v[(m, lo, li), c] = sum_path K[(m, lo, li), path]
+w[path, c]`` (``K`` folded into the radial network's last layer, no per-edge cost), rotate back.
+The same numbers to round-off (tested), with the per-edge rotations of :mod:`ase_so3.so3.so2`
+(fused CPU kernels) instead of one small product per degree pair.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ase_so3.keys import num_lm
+from ase_so3.keys import POLAR_AXIS, num_lm
 from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
+from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
 
 class TensorProductConv(nn.Module):
@@ -60,9 +71,61 @@ class TensorProductConv(nn.Module):
             self.groups.append((li, lo, len(self.paths), len(lfs)))
             self.paths.extend((li, lf, lo) for lf in lfs)
 
+        self._frame_layout()
+
+    def _frame_layout(self) -> None:
+        """``frame_mix`` ``[Q, paths]`` (rows: ``(m, lo, li)`` for m = 0..lmax, ``lo``, ``li`` =
+        m..lmax) from ``T(+y)``, and whether it reproduces ``T(+y)`` exactly (``in_frame`` is
+        valid: every path parity-even, ``lmax_in == lmax_out``)."""
+        lmax = self.lmax_in
+        if self.lmax_out != lmax:  # the m-blocks of input and output would differ
+            self.frame_ok, self.frame_rows = False, []
+            self.register_buffer("frame_mix_matrix", torch.zeros(0, self.num_paths,
+                                                                 dtype=torch.float64), False)
+            return
+        sh = SphericalHarmonics(self.lmax_filter)(torch.tensor([POLAR_AXIS], dtype=torch.float64))
+        t_frame = [t[0] for t in self.filters(sh)]  # per group [q, 2lo+1, 2li+1]
+        rows = [(m, lo, li) for m in range(lmax + 1) for lo in range(m, lmax + 1)
+                for li in range(m, lmax + 1)]
+        mix = torch.zeros((len(rows), self.num_paths), dtype=torch.float64)
+        rebuilt = [torch.zeros_like(t) for t in t_frame]
+        for (li, lo, start, n), t, back in zip(self.groups, t_frame, rebuilt):
+            for m in range(min(li, lo) + 1):
+                coeff = t[:, lo + m, li + m]  # [q]: the +m coefficient of each path
+                mix[rows.index((m, lo, li)), start:start + n] = coeff
+                back[:, lo + m, li + m] = coeff
+                back[:, lo - m, li - m] = coeff
+        self.frame_ok = all(
+            torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(t_frame, rebuilt))
+        self.register_buffer("frame_mix_matrix", mix, persistent=False)
+        self.frame_rows = rows
+
     @property
     def num_paths(self) -> int:
         return len(self.paths)
+
+    def frame_mix(self) -> torch.Tensor:
+        """``[Q, paths]``: per-edge path weights ``w`` -> the edge-frame weights of
+        :meth:`in_frame`, ``v = frame_mix @ w`` along the path axis."""
+        return self.frame_mix_matrix
+
+    def in_frame(self, x_rot: list[torch.Tensor], v: torch.Tensor) -> list[torch.Tensor]:
+        """The convolution in the edge frame: ``x_rot`` m-blocks ``[E, rows_m, C]`` (from
+        :func:`~ase_so3.so3.so2.rotate_to_edge_frame` with ``mmax = lmax``), ``v`` ``[E, Q, C]``
+        or ``[E, Q, K, C]`` (weights through :meth:`frame_mix`) -> message m-blocks
+        ``[E, rows_m, K * C]`` (the K convolutions side by side in the channels, so that one
+        :func:`~ase_so3.so3.so2.rotate_from_edge_frame` takes them all back)."""
+        e, c = v.shape[0], v.shape[-1]
+        k = v.shape[2] if v.dim() == 4 else 1
+        v = v.view(e, len(self.frame_rows), k, c)
+        out, start = [], 0
+        for m, x in enumerate(x_rot):
+            n, signs = self.lmax_in - m + 1, (1 if m == 0 else 2)
+            vm = v[:, start:start + n * n].view(e, 1, n, n, k, c)  # [E, sign, lo, li, K, C]
+            start += n * n
+            y = (vm * x.view(e, signs, 1, n, 1, c)).sum(3)  # [E, sign, lo, K, C]
+            out.append(y.reshape(e, signs * n, k * c))
+        return out
 
     def filters(self, sh: torch.Tensor) -> list[torch.Tensor]:
         """``sh`` ``[E, (lmax_filter+1)^2]`` -> per (li, lo) group ``[E, paths, 2lo+1, 2li+1]``."""

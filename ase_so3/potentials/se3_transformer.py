@@ -41,6 +41,8 @@ from ase_so3.potentials.equivariant import FeedForwardResidual
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.potentials.registry import register
 from ase_so3.scatter import scatter_sum, segment_softmax
+from ase_so3.so3 import so2
+from ase_so3.so3.edge_frame import EdgeWignerD
 from ase_so3.so3.irreps import degree_of_index
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
@@ -99,8 +101,10 @@ class HeadRadialWeights(nn.Module):
             k: RadialWeights(size, cfg.radial_hidden, (num_paths, kinds.count(k) * per_head))
             for k in self.kinds})
 
-    def forward(self, bases: dict[str, torch.Tensor], envelope: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.nets[k](bases[k], envelope) for k in self.kinds], dim=2)
+    def forward(self, bases: dict[str, torch.Tensor], envelope: torch.Tensor,
+                mix: torch.Tensor | None = None) -> torch.Tensor:
+        """``mix``: as :meth:`RadialWeights.forward` (the edge-frame weights)."""
+        return torch.cat([self.nets[k](bases[k], envelope, mix) for k in self.kinds], dim=2)
 
 
 class EquivariantLayerNorm(nn.Module):
@@ -150,8 +154,16 @@ class SE3AttentionLayer(nn.Module):
         e = src.shape[0]
         q = self.query(x)[dst]  # [E, D, C]
         xj = x[src]
-        w = torch.stack([self.key_radial(bases, envelope), self.value_radial(bases, envelope)], 2)
-        k, v = self.conv(xj, filters, w).unbind(1)  # key and value [E, D, C], one contraction
+        if isinstance(filters, so2.EdgeFrame):  # the same tensor product in the edge frame
+            mix = self.conv.frame_mix()
+            w = torch.stack([self.key_radial(bases, envelope, mix),
+                             self.value_radial(bases, envelope, mix)], 2)  # [E, Q, 2, C]
+            y = self.conv.in_frame(so2.rotate_to_edge_frame(xj, filters), w)
+            k, v = so2.rotate_from_edge_frame(y, filters).view(e, d, 2, c).unbind(2)
+        else:
+            w = torch.stack([self.key_radial(bases, envelope),
+                             self.value_radial(bases, envelope)], 2)
+            k, v = self.conv(xj, filters, w).unbind(1)  # key and value [E, D, C], one contraction
         logits = (q * k).reshape(e, d, self.heads, c // self.heads).sum((1, 3)) * self.scale  # [E, H]
         alpha = segment_softmax(logits, dst, n, weights=envelope if self.use_envelope else None)
         msg = (v.reshape(e, d, self.heads, c // self.heads) * alpha[:, None, :, None]).reshape(e, d, c)
@@ -167,6 +179,7 @@ class SE3Transformer(Potential):
 
     name = "se3_transformer"
     config_class = SE3TransformerConfig
+    uses_edge_frame = True
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
@@ -183,6 +196,9 @@ class SE3Transformer(Potential):
         self.edge_features = EdgeFeatures(cfg.num_radial, len(cfg.species), cfg.edge_species)
         self.layers = nn.ModuleList(SE3AttentionLayer(cfg) for _ in range(cfg.num_layers))
         self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
+        self.wigner = EdgeWignerD(cfg.lmax)
+        # how the convolutions are evaluated, not what they compute (as TFN's in_edge_frame)
+        self.in_edge_frame = cfg.lmax >= 1 and self.layers[0].conv.frame_ok
         self._finish_init()
 
     def _run(self, graph, species, vectors):
@@ -190,7 +206,12 @@ class SE3Transformer(Potential):
         bases = {k: self.edge_features(b(r), species, graph[K.EDGE_INDEX])
                  for k, b in self.bases.items()}
         envelope = self.envelope(r)
-        filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
+        if self.in_edge_frame:  # shared by all layers
+            flat = self.wigner.flat(vectors)
+            lmax = self.config.lmax
+            filters = so2.edge_frame(self.wigner.split(flat), lmax, lmax, flat=flat)
+        else:
+            filters = self.layers[0].conv.filters(self.sh(vectors))
         x = self.embedding(species)
         alphas = []
         for layer in self.layers:

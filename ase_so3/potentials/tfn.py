@@ -28,6 +28,8 @@ from ase_so3.potentials.blocks import (BesselBasis, EdgeFeatures, EnergyReadout,
 from ase_so3.potentials.convolution import TensorProductConv
 from ase_so3.potentials.equivariant import EquivariantRMSNorm, FeedForwardResidual
 from ase_so3.potentials.registry import register
+from ase_so3.so3 import so2
+from ase_so3.so3.edge_frame import EdgeWignerD
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
 
@@ -56,10 +58,17 @@ class TFNInteraction(MessagePassingLayer):
                     if cfg.ffn_hidden else None)
 
     def forward(self, x, edge_index, edge, envelope, filters):
+        """``filters``: the per-edge filters (:meth:`TensorProductConv.filters`) or the edge
+        frame (:class:`~ase_so3.so3.so2.EdgeFrame`): the same tensor product either way."""
         src, dst = edge_index[K.SENDER], edge_index[K.RECEIVER]
-        w = self.radial(edge, envelope)  # [E, paths, C]
         h = self.norm(x) if self.norm is not None else x
-        x = self.update(x, self.conv(h[src], filters, w), dst)  # messages [E, (lmax+1)^2, C]
+        if isinstance(filters, so2.EdgeFrame):
+            v = self.radial(edge, envelope, mix=self.conv.frame_mix())  # [E, Q, C]
+            y = self.conv.in_frame(so2.rotate_to_edge_frame(h[src], filters), v)
+            msg = so2.rotate_from_edge_frame(y, filters)
+        else:
+            msg = self.conv(h[src], filters, self.radial(edge, envelope))  # weights [E, paths, C]
+        x = self.update(x, msg, dst)  # messages [E, (lmax+1)^2, C]
         return self.ffn(x) if self.ffn is not None else x
 
 
@@ -69,6 +78,7 @@ class TFN(Potential):
 
     name = "tfn"
     config_class = TFNConfig
+    uses_edge_frame = True
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
@@ -82,12 +92,21 @@ class TFN(Potential):
                                     for _ in range(cfg.num_layers))
         self.readout_norm = EquivariantRMSNorm(cfg.lmax, cfg.channels) if cfg.norm else None
         self.readout = EnergyReadout(cfg.channels, cfg.readout_hidden)
+        self.wigner = EdgeWignerD(cfg.lmax)
+        # how the convolutions are evaluated, not what they compute: in the edge frame where
+        # that is exact (parity-even paths), else with per-edge filters (set False to compare)
+        self.in_edge_frame = cfg.lmax >= 1 and self.layers[0].conv.frame_ok
         self._finish_init()
 
     def node_energies(self, graph, species, vectors):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
         basis, envelope = self.basis(r), self.envelope(r)  # [E, num_radial], [E]
-        filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
+        if self.in_edge_frame:  # D^l of the edge frames, shared by all layers
+            flat = self.wigner.flat(vectors)
+            lmax = self.config.lmax
+            filters = so2.edge_frame(self.wigner.split(flat), lmax, lmax, flat=flat)
+        else:
+            filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
         edge = self.edge_features(basis, species, graph[K.EDGE_INDEX])
         x = self.embedding(species)  # [N, (lmax+1)^2, C]
         for layer in self.layers:
