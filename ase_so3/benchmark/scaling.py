@@ -11,6 +11,10 @@ eSCN keeps every order (mmax = lmax), so both compute the same
 function (tested in tests/physics/test_escn.py). Each measurement runs in a fresh subprocess so its peak
 memory (resident set on CPU, allocator peak on CUDA) is its own. Prints a table with the
 eSCN/TFN ratios and the fitted exponents of cost vs lmax (slope of log time on log lmax).
+
+"tfn" is the tensor product with per-edge CG filters; the TFN and SE(3)-Transformer models
+evaluate it that way only where a path couples +m to -m, and otherwise in the edge frame
+(:meth:`~ase_so3.potentials.convolution.TensorProductConv.in_frame`), as eSCN does.
 """
 
 from __future__ import annotations
