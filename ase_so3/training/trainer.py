@@ -190,7 +190,7 @@ class Trainer:
         self.epoch, self.best_metric = p["epoch"], p["best_metric"]
         self.bad_epochs, self.history, self.elapsed = p["bad_epochs"], p["history"], p["elapsed"]
         set_rng_state(p["rng"])
-        self.stage_two_from = p.get("stage_two_from")  # absent in checkpoints before 0.2.2
+        self.stage_two_from = p.get("stage_two_from")  # absent in checkpoints written before it existed
 
     def _sound_alternative(self, bad: Path) -> str:
         """Advice after ``bad`` failed to load: an intact checkpoint of this folder to resume from."""

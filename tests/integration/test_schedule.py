@@ -110,7 +110,7 @@ def test_a_held_learning_rate_overrides_the_schedule_and_resumes():
     c, _ = _schedule(kind="cosine")
     c.load_state_dict(s.state_dict())
     assert c.lr() == 3e-4
-    old = {k: v for k, v in s.state_dict().items() if k != "fixed_lr"}  # before 0.2.2
+    old = {k: v for k, v in s.state_dict().items() if k != "fixed_lr"}  # a state written before fixed_lr existed
     d, _ = _schedule(kind="cosine")
     d.load_state_dict(old)
     assert d.lr() == pytest.approx(_cosine(0.2))
