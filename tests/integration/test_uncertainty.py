@@ -71,9 +71,12 @@ def test_formula_is_the_regularised_mahalanobis_norm_per_element(calibrated):
         C_reg = C + cal.reg * np.clip(lam, 0, None).mean() * np.eye(len(C))
         expected.append(g[i] @ np.linalg.solve(C_reg, g[i]))
     expected = np.asarray(expected)
-    assert np.allclose(calc.results["forces_std"], cal.forces_scale * np.sqrt(expected), rtol=1e-6)
+    # the regularised covariance is ill-conditioned, so this solve (numpy) and the package's
+    # (torch) agree to about 1e-6, depending on the BLAS kernels (1.8e-6 on an AVX2-only VM);
+    # a wrong formula is off by far more
+    assert np.allclose(calc.results["forces_std"], cal.forces_scale * np.sqrt(expected), rtol=1e-5)
     assert np.isclose(calc.results["energy_std"], cal.energy_scale * np.sqrt(expected.sum()),
-                      rtol=1e-6)
+                      rtol=1e-5)
 
 
 def test_every_shipped_potential_is_calibrated():
