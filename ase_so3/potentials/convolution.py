@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ase_so3.keys import POLAR_AXIS, num_lm
+from ase_so3.so3 import so2
 from ase_so3.so3.clebsch_gordan import clebsch_gordan, tensor_product_paths
 from ase_so3.so3.spherical_harmonics import SphericalHarmonics
 
@@ -126,6 +127,13 @@ class TensorProductConv(nn.Module):
             y = (vm * x.view(e, signs, 1, n, 1, c)).sum(3)  # [E, sign, lo, K, C]
             out.append(y.reshape(e, signs * n, k * c))
         return out
+
+    def through_frame(self, x: torch.Tensor, frame, v: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` ``[E, (lmax+1)^2, C]`` by way of the edge ``frame``
+        (:class:`~ase_so3.so3.so2.EdgeFrame`, ``mmax = lmax``): rotate in, :meth:`in_frame`,
+        rotate back; ``[E, (lmax+1)^2, K * C]``."""
+        return so2.rotate_from_edge_frame(self.in_frame(so2.rotate_to_edge_frame(x, frame), v),
+                                          frame)
 
     def filters(self, sh: torch.Tensor) -> list[torch.Tensor]:
         """``sh`` ``[E, (lmax_filter+1)^2]`` -> per (li, lo) group ``[E, paths, 2lo+1, 2li+1]``."""

@@ -158,8 +158,7 @@ class ESCN(Potential):
         basis, envelope = self.basis(r), self.envelope(r)
         edge_index = graph[K.EDGE_INDEX]
         edge = self.edge_features(basis, species, edge_index)
-        flat = self.wigner.flat(vectors)  # D^l of the edge frame, flattened side by side
-        frame = so2.edge_frame(self.wigner.split(flat), cfg.lmax, cfg.mmax, flat=flat)
+        frame = so2.frame_of(self.wigner, vectors, cfg.mmax)
         x = self.embedding(species)
         if cfg.edge_degree_embedding:
             x = self.degree_embedding(x, edge, envelope, frame, edge_index[K.RECEIVER])

@@ -158,8 +158,7 @@ class SE3AttentionLayer(nn.Module):
             mix = self.conv.frame_mix()
             w = torch.stack([self.key_radial(bases, envelope, mix),
                              self.value_radial(bases, envelope, mix)], 2)  # [E, Q, 2, C]
-            y = self.conv.in_frame(so2.rotate_to_edge_frame(xj, filters), w)
-            k, v = so2.rotate_from_edge_frame(y, filters).view(e, d, 2, c).unbind(2)
+            k, v = self.conv.through_frame(xj, filters, w).view(e, d, 2, c).unbind(2)
         else:
             w = torch.stack([self.key_radial(bases, envelope),
                              self.value_radial(bases, envelope)], 2)
@@ -207,9 +206,7 @@ class SE3Transformer(Potential):
                  for k, b in self.bases.items()}
         envelope = self.envelope(r)
         if self.in_edge_frame:  # shared by all layers
-            flat = self.wigner.flat(vectors)
-            lmax = self.config.lmax
-            filters = so2.edge_frame(self.wigner.split(flat), lmax, lmax, flat=flat)
+            filters = so2.frame_of(self.wigner, vectors, self.config.lmax)
         else:
             filters = self.layers[0].conv.filters(self.sh(vectors))
         x = self.embedding(species)

@@ -64,8 +64,7 @@ class TFNInteraction(MessagePassingLayer):
         h = self.norm(x) if self.norm is not None else x
         if isinstance(filters, so2.EdgeFrame):
             v = self.radial(edge, envelope, mix=self.conv.frame_mix())  # [E, Q, C]
-            y = self.conv.in_frame(so2.rotate_to_edge_frame(h[src], filters), v)
-            msg = so2.rotate_from_edge_frame(y, filters)
+            msg = self.conv.through_frame(h[src], filters, v)
         else:
             msg = self.conv(h[src], filters, self.radial(edge, envelope))  # weights [E, paths, C]
         x = self.update(x, msg, dst)  # messages [E, (lmax+1)^2, C]
@@ -102,9 +101,7 @@ class TFN(Potential):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
         basis, envelope = self.basis(r), self.envelope(r)  # [E, num_radial], [E]
         if self.in_edge_frame:  # D^l of the edge frames, shared by all layers
-            flat = self.wigner.flat(vectors)
-            lmax = self.config.lmax
-            filters = so2.edge_frame(self.wigner.split(flat), lmax, lmax, flat=flat)
+            filters = so2.frame_of(self.wigner, vectors, self.config.lmax)
         else:
             filters = self.layers[0].conv.filters(self.sh(vectors))  # shared by all layers
         edge = self.edge_features(basis, species, graph[K.EDGE_INDEX])

@@ -153,6 +153,13 @@ def edge_frame(blocks: list[torch.Tensor], lmax: int, mmax: int,
     return EdgeFrame(tuple(mats), lmax, mmax)
 
 
+def frame_of(wigner, vectors: torch.Tensor, mmax: int) -> EdgeFrame:
+    """The :class:`EdgeFrame` of edge ``vectors`` from an
+    :class:`~ase_so3.so3.edge_frame.EdgeWignerD` (its flattened blocks, for the fused kernels)."""
+    flat = wigner.flat(vectors)  # D^l of the edge frame, flattened side by side
+    return edge_frame(wigner.split(flat), wigner.lmax, mmax, flat=flat)
+
+
 def block_sizes(lmax: int, mmax: int) -> list[int]:
     """Rows of each m-block of the edge-frame features: ``lmax + 1`` for m = 0, then
     ``2 (lmax - m + 1)`` (the ``+m`` rows, then the ``-m`` rows)."""

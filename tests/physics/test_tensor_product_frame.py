@@ -15,12 +15,9 @@ from tests.integration.test_training import TINY, _cfg, _step_gradients
 
 
 def _frame_messages(conv, x, vectors, w, lmax):
-    wigner = EdgeWignerD(lmax).double()
-    flat = wigner.flat(vectors)
-    frame = so2.edge_frame(wigner.split(flat), lmax, lmax, flat=flat)
+    frame = so2.frame_of(EdgeWignerD(lmax).double(), vectors, lmax)
     v = torch.einsum("qp,ep...->eq...", conv.frame_mix(), w)
-    y = conv.in_frame(so2.rotate_to_edge_frame(x, frame), v)
-    out = so2.rotate_from_edge_frame(y, frame)
+    out = conv.through_frame(x, frame, v)
     return out if w.dim() == 3 else out.view(*out.shape[:2], w.shape[2], -1).transpose(1, 2)
 
 
