@@ -7,7 +7,10 @@ study copies the folder's ``potential.pt`` (its best epoch so far), refits the p
 shift on the training split as the trainer does when a run ends, and evaluates it on the test
 split of ``DATA_DIR/MOLECULE.h5`` (``ase-so3 convert`` of ``rmd17_MOLECULE_train_01.npz`` and
 ``_test_01.npz``, ``--train 950 --val 50``) in float64. The run's ``metrics.csv`` gives its epochs,
-training hours and best validation force MAE.
+training hours and best validation force MAE. Where ``DATA_DIR/MOLECULE-blind.h5`` exists (the
+same conversion with ``_test_02.npz``: the same training split, and a test split from another
+official split, without its frames that are in ``train_01``), the potential is also evaluated on
+that blind test split.
 
     python -m studies.long_runs --run ethanol=runs/long-ethanol --run aspirin=runs/long-aspirin \\
         --data-dir . --out docs/accuracy_study/long_runs
@@ -38,8 +41,9 @@ PUBLISHED = {
 }
 
 
-def measure(molecule: str, run: Path, data: Path, work: Path) -> dict:
-    """Test errors of ``run``'s best potential so far, energy shift refitted, and its progress."""
+def measure(molecule: str, run: Path, data: Path, work: Path, blind: Path | None = None) -> dict:
+    """Test errors of ``run``'s best potential so far, energy shift refitted, and its progress
+    (with ``blind``, also on that file's test split)."""
     import torch
 
     from ase_so3.loading import load_potential
@@ -58,6 +62,7 @@ def measure(molecule: str, run: Path, data: Path, work: Path) -> dict:
     ds.close()
     refit_energy_shift(potential, train, 32, torch.float64, "cpu")
     test = evaluate_potential(potential, data, "test", dtype="float64")
+    blind_test = evaluate_potential(potential, blind, "test", dtype="float64") if blind else None
     history = read_history(run)
     best = min(history, key=lambda r: r["val_forces_mae_meV_per_A"])
     meta = load_potential(potential).metadata
@@ -68,7 +73,9 @@ def measure(molecule: str, run: Path, data: Path, work: Path) -> dict:
             "best_val_forces_mae_meV_per_A": best["val_forces_mae_meV_per_A"],
             "best_val_epoch": int(best["epoch"]), "lr_now": history[-1]["lr"],
             "num_parameters": sum(p.numel() for p in model.parameters()),
-            "test": {k: v for k, v in test.items() if isinstance(v, (int, float))}}
+            "test": {k: v for k, v in test.items() if isinstance(v, (int, float))},
+            "blind_test": None if blind_test is None else {
+                k: v for k, v in blind_test.items() if isinstance(v, (int, float))}}
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -91,15 +98,17 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
     def num(x, fmt=".2f"):
         return "—" if x is None else format(x, fmt)
     lines = ["| molecule | parameters | epochs (of planned) | trainer hours | best val F MAE "
-             "(epoch) | potential from epoch | test E MAE (meV) | test F MAE (meV/Å) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(epoch) | potential from epoch | test E MAE (meV) | test F MAE (meV/Å) | "
+             "blind test E / F |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        t = r["test"]
+        t, b = r["test"], r.get("blind_test")
+        blind = "—" if b is None else (f"{b['energy_mae_meV']:.2f} / "
+                                       f"{b['forces_mae_meV_per_A']:.2f} ({b['num_structures']})")
         lines.append(f"| {r['molecule']} | {r['num_parameters']:,} | {r['epochs_done']} "
                      f"({r['epochs_planned']}) | {r['trainer_hours']:.2f} | "
                      f"{r['best_val_forces_mae_meV_per_A']:.2f} ({r['best_val_epoch']}) | "
                      f"{r['potential_epoch']} | {t['energy_mae_meV']:.2f} | "
-                     f"{t['forces_mae_meV_per_A']:.2f} |")
+                     f"{t['forces_mae_meV_per_A']:.2f} | {blind} |")
     names = list(PUBLISHED)
     lines += ["", "| molecule | eSCN here E / F | " + " | ".join(f"{n} E / F" for n in names)
               + " | F / MACE | F / best published |",
@@ -132,8 +141,9 @@ def main(argv=None) -> int:
         molecule, sep, folder = item.partition("=")
         if not sep or not (Path(folder) / "potential.pt").is_file():
             p.error(f"--run {item!r}: expected MOLECULE=FOLDER with FOLDER/potential.pt")
+        blind = Path(args.data_dir) / f"{molecule}-blind.h5"
         rows.append(measure(molecule, Path(folder), Path(args.data_dir) / f"{molecule}.h5",
-                            out / "potentials"))
+                            out / "potentials", blind if blind.is_file() else None))
         print(f"{molecule}: test F MAE {rows[-1]['test']['forces_mae_meV_per_A']:.2f} meV/Å",
               file=sys.stderr)
     table = comparison(rows)

@@ -3,7 +3,10 @@
 * MD17 / revised MD17 ``.npz`` (energies kcal/mol, forces kcal/mol/Å -> eV, eV/Å, converted
   here and nowhere else). Files whose names contain ``_train_`` / ``_test_`` are the official
   rMD17 split files: the test file becomes the ``test`` split, and ``--train``/``--val``
-  structures are drawn (seeded, recorded in the file) from the train file.
+  structures are drawn (seeded, recorded in the file) from the train file. Test structures that
+  are also in a train file (the same ``old_indices``, the frame of the original MD17 trajectory)
+  are left out of ``test``: the official test file of one split holds a few training structures
+  of another (``test_02`` five of ``train_01``), so a blind test on another split stays blind.
 * Any ASE-readable file with energies and forces (extxyz with ``REF_energy``/``REF_forces`` or
   calculator results, ASE databases, trajectories).
 * HDF5 -> extxyz (``REF_energy``, ``REF_forces``, ``REF_stress``), one split at a time, so other
@@ -42,6 +45,12 @@ def read_md17_npz(path) -> list[Structure]:
     z = np.asarray(z, dtype=np.int64)
     return [Structure(numbers=z, positions=np.asarray(pos[i], dtype=np.float64), energy=float(e[i]),
                       forces=f[i]) for i in range(len(e))]
+
+
+def md17_frame_indices(path) -> np.ndarray | None:
+    """The original-MD17 frame of each structure of an rMD17 file (``old_indices``), else None."""
+    d = np.load(path)
+    return np.asarray(d["old_indices"], dtype=np.int64) if "old_indices" in d else None
 
 
 def _labels_from_atoms(atoms, energy_key: str, forces_key: str):
@@ -91,6 +100,7 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
     """Convert files to one HDF5 data set with ``train``/``val``/``test`` splits; returns sizes."""
     inputs = [Path(p) for p in inputs]
     pools: dict[str, list[Structure]] = {"train": [], "test": [], "all": []}
+    frames: dict[str, list] = {"train": [], "test": []}  # MD17 frame per structure, or None
     sources = []
     for p in inputs:
         if p.suffix == ".npz":
@@ -107,6 +117,9 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
                                 "frame and convert again")
         kind = "train" if _is_official(p, "train") else "test" if _is_official(p, "test") else "all"
         pools[kind].extend(structures)
+        if kind in frames:
+            found = md17_frame_indices(p) if p.suffix == ".npz" else None
+            frames[kind].extend([None] * len(structures) if found is None else found.tolist())
         sources.append(f"{p.name} ({len(structures)} structures, {kind}, {unit_note})")
     rng = np.random.default_rng(seed)
     structures: list[Structure] = []
@@ -123,13 +136,20 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         structures = train_pool + pools["test"]
         splits["train"] = np.sort(perm[:n_tr])
         splits["val"] = np.sort(perm[n_tr:n_tr + n_val])
-        test_idx = np.arange(len(train_pool), len(structures))
+        seen = {f for f in frames["train"] if f is not None}
+        overlap = [k for k, f in enumerate(frames["test"]) if f is not None and f in seen]
+        test_idx = np.delete(np.arange(len(train_pool), len(structures)), overlap)
+        if overlap:
+            sources.append(f"{len(overlap)} test structures left out: the same MD17 frames "
+                           "(old_indices) are in the train file(s)")
         if n_test is not None:
             test_idx = test_idx[:n_test]
         splits["test"] = test_idx
         desc = {"train": f"{n_tr} drawn from the official train file(s), seed {seed}",
                 "val": f"{n_val} drawn from the official train file(s), seed {seed}",
-                "test": "the official test file(s)"}
+                "test": "the official test file(s)" + (
+                    f", without the {len(overlap)} structures also in the train file(s)"
+                    if overlap else "")}
     else:
         structures = pools["all"]
         n = len(structures)

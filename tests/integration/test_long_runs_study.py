@@ -35,6 +35,7 @@ def test_long_run_report_of_a_tiny_run(small_h5, tmp_path):
     text = (tmp_path / "out" / "results.md").read_text()
     assert f"| ethanol | {row['test']['energy_mae_meV']:.2f} / {f:.2f} |" in text
     assert not (tmp_path / "out" / "potentials").exists()
+    assert row["blind_test"] is None and "| — |" in text
     # a running run's potential.pt has no refitted shift yet: the study refits it
     from ase_so3.loading import load_potential
     running = tmp_path / "running"
@@ -42,7 +43,11 @@ def test_long_run_report_of_a_tiny_run(small_h5, tmp_path):
     model = load_potential(running / "potential.pt")
     model.shift += 0.01  # eV/atom: 90 meV on ethanol
     model.save(running / "potential.pt", metadata=model.metadata)
+    shutil.copyfile(small_h5, data / "ethanol-blind.h5")  # a blind test file: here the same one
     long_runs.main(["--run", f"ethanol={running}", "--data-dir", str(data),
                     "--out", str(tmp_path / "out2")])
-    again = json.loads((tmp_path / "out2" / "results.json").read_text())["runs"][0]["test"]
-    assert again["energy_mae_meV"] == pytest.approx(ended["energy_mae_meV"], rel=1e-4)
+    again = json.loads((tmp_path / "out2" / "results.json").read_text())["runs"][0]
+    assert again["test"]["energy_mae_meV"] == pytest.approx(ended["energy_mae_meV"], rel=1e-4)
+    assert again["blind_test"] == again["test"]
+    assert f"{again['test']['forces_mae_meV_per_A']:.2f} ({ended['num_structures']}) |" in (
+        tmp_path / "out2" / "results.md").read_text()

@@ -48,6 +48,24 @@ def test_npz_conversion_is_exact(ethanol_h5):
     assert abs(k - 0.0433641) < 1e-7
 
 
+def test_test_frames_also_in_the_train_file_are_left_out(tmp_path):
+    # another split's test file may hold training frames of this one (test_02 holds five of
+    # train_01): those must not count as test structures
+    train, test = (dict(np.load(p)) for p in ETHANOL)
+    mixed = {k: np.concatenate([train[k][:3], test[k][:4]]) if np.ndim(train[k]) and k !=
+             "nuclear_charges" else train[k] for k in train}
+    other = tmp_path / "rmd17_ethanol_test_09.npz"
+    np.savez(other, **mixed)
+    out = tmp_path / "blind.h5"
+    sizes = convert_to_hdf5([ETHANOL[0], other], out, n_train=90, n_val=10)
+    assert sizes["test"] == 4
+    ds = HDF5Dataset(out)
+    for i, k in enumerate(ds.split("test")):
+        assert np.array_equal(ds[int(k)].positions, test["coords"][i])
+    assert "without the 3 structures also in the train file(s)" in ds.split_description("test")
+    ds.close()
+
+
 def test_extxyz_and_hdf5_round_trip(ethanol_h5, tmp_path):
     xyz = tmp_path / "val.xyz"
     assert hdf5_to_extxyz(ethanol_h5, xyz, split="val") == 8
