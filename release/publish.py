@@ -9,7 +9,10 @@
 The card holds the potential's version (the ase_so3 release that ships it, the training date and
 the commit of the training code), the data and split, hyperparameters, parameter count, training
 time and hardware, the exact command, and the test errors measured on the whole test split and on
-its first 100 structures (what the test suite re-measures).
+its first 100 structures (what the test suite re-measures). With ``--blind DATA`` (the same
+training split with another official split's test file, ``ase-so3 convert ..._train_01.npz
+..._test_02.npz``, which leaves out the test frames that are also in ``train_01``) the card also
+holds the errors on that blind test split.
 """
 
 from __future__ import annotations
@@ -170,7 +173,8 @@ def mace_at_budget(results: Path, molecule: str, budget_minutes: float) -> dict 
 
 def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardware: str,
             date: str = "", commit: str = "", learning_results: Path | None = None,
-            budget_minutes: float | None = None, plot_dir: Path | None = None) -> dict:
+            budget_minutes: float | None = None, plot_dir: Path | None = None,
+            blind: Path | None = None) -> dict:
     import ase_so3
     from ase_so3.loading import load_potential
     from ase_so3.training.hdf5 import HDF5Dataset
@@ -208,6 +212,8 @@ def publish(name: str, run: Path, data: Path, molecule: str, command: str, hardw
                           history, unit)
     if target is not None:
         card["target"] = target
+    if blind is not None:
+        card["blind_test_errors"] = blind_errors(model, blind)
     if learning_results is not None and budget_minutes is not None:
         card["mace_same_budget"] = mace_at_budget(learning_results, molecule, budget_minutes)
     ship(HERE, name, potential, card)
@@ -228,6 +234,18 @@ def measure(model, data, name: str, molecule: str, plot_dir=None) -> tuple[dict,
                 shutil.copyfile(full["parity_plot"], dest)
     full.pop("parity_plot", None)
     return full, evaluate_potential(model, data, split="test", limit=100)
+
+
+def blind_errors(model, data: Path) -> dict:
+    """Errors on the test split of ``data``, with that split's description (which file, which
+    frames were left out)."""
+    from ase_so3.training.evaluate import evaluate_potential
+    from ase_so3.training.hdf5 import HDF5Dataset
+    ds = HDF5Dataset(data)
+    described = ds.split_description("test")
+    ds.close()
+    errors = evaluate_potential(model, data, split="test")
+    return dict(errors, data=f"{Path(data).name}: {described}")
 
 
 def ship(here: Path, name: str, potential: Path, card: dict) -> None:
@@ -260,11 +278,13 @@ def main(argv=None) -> int:
                    help="results.json of `ase-so3 benchmark learning`: record the best MACE "
                         "trained there with the same budget (--budget)")
     p.add_argument("--budget", type=float, default=None, help="training budget in minutes")
+    p.add_argument("--blind", type=Path, default=None,
+                   help="HDF5 data set whose test split is a blind test (another official split)")
     p.add_argument("--plot-dir", type=Path, default=None,
                    help="also write the test-set parity plot NAME_parity.png here")
     a = p.parse_args(argv)
     card = publish(a.name, a.run, a.data, a.molecule, a.command, a.hardware, a.date, a.commit,
-                   a.learning_results, a.budget, a.plot_dir)
+                   a.learning_results, a.budget, a.plot_dir, a.blind)
     t = card["test_errors"]
     print(f"{a.name}: test energy MAE {t['energy_mae_meV']:.2f} meV, force MAE "
           f"{t['forces_mae_meV_per_A']:.2f} meV/Å ({card['num_parameters']} parameters)")

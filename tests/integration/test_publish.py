@@ -97,7 +97,8 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     monkeypatch.setattr("ase_so3.pretrained.HERE", tmp_path / "pkg")
     card = pub.publish("escn-test-ethanol", run, small_h5, "ethanol", command="ase-so3 train x",
                        hardware="test machine", date="2026-12-02", commit="abc1234",
-                       learning_results=results, budget_minutes=60, plot_dir=tmp_path / "plots")
+                       learning_results=results, budget_minutes=60, plot_dir=tmp_path / "plots",
+                       blind=small_h5)  # as a blind test file: here the same one
     on_disk = json.loads((tmp_path / "pkg" / "escn-test-ethanol.json").read_text())
     assert on_disk == json.loads(json.dumps(card))
     assert card["version"]["trained"] == "2026-12-02" and card["version"]["commit"] == "abc1234"
@@ -105,6 +106,9 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     assert card["mace_same_budget"]["model"] == "mace-64x1o"
     assert card["target"]["forces_mae_meV_per_A"] == 4.2 and card["target"]["met"] is False
     assert card["test_errors"]["forces_mae_meV_per_A"] > 0
+    blind = card["blind_test_errors"]
+    assert blind["forces_mae_meV_per_A"] == pytest.approx(card["test_errors"]["forces_mae_meV_per_A"])
+    assert blind["data"].startswith(small_h5.name + ": ") and blind["num_structures"] == 4
     assert (tmp_path / "plots" / "escn-test-ethanol_parity.png").stat().st_size > 1000
     assert (tmp_path / "pkg" / "escn-test-ethanol.pt").read_bytes() == \
         (run / "potential.pt").read_bytes()
