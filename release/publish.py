@@ -12,7 +12,8 @@ time and hardware, the exact command, and the test errors measured on the whole 
 its first 100 structures (what the test suite re-measures). With ``--blind DATA`` (the same
 training split with another official split's test file, ``ase-so3 convert ..._train_01.npz
 ..._test_02.npz``, which leaves out the test frames that are also in ``train_01``) the card also
-holds the errors on that blind test split.
+holds the errors on that blind test split; ``python -m release.publish --add-blind NAME DATA``
+adds them to a shipped potential's card.
 """
 
 from __future__ import annotations
@@ -248,6 +249,18 @@ def blind_errors(model, data: Path) -> dict:
     return dict(errors, data=f"{Path(data).name}: {described}")
 
 
+def add_blind(name: str, data: Path) -> dict:
+    """Measure a shipped potential on the blind test split of ``data`` and record it in its
+    card (the weights are untouched)."""
+    from ase_so3.loading import load_potential
+    path = HERE / f"{name}.json"
+    card = json.loads(path.read_text())
+    card["blind_test_errors"] = blind_errors(load_potential(HERE / f"{name}.pt"), data)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    return card
+
+
 def ship(here: Path, name: str, potential: Path, card: dict) -> None:
     """Copy ``potential`` into the package as ``NAME.pt`` beside its card ``NAME.json``."""
     with atomic_path(Path(here) / f"{name}.pt") as tmp:
@@ -264,6 +277,13 @@ def main(argv=None) -> int:
                              "LEARNING_RESULTS MOLECULE UNIT")
         card = reproject(argv[1], Path(argv[2]), argv[3], argv[4])
         print(json.dumps(card.get("target"), indent=1))
+        return 0
+    if argv[:1] == ["--add-blind"]:
+        if len(argv) != 3:
+            raise SystemExit("usage: python -m release.publish --add-blind NAME DATA")
+        b = add_blind(argv[1], Path(argv[2]))["blind_test_errors"]
+        print(f"{argv[1]}: blind test energy MAE {b['energy_mae_meV']:.2f} meV, force MAE "
+              f"{b['forces_mae_meV_per_A']:.2f} meV/Å ({b['data']})")
         return 0
     p = argparse.ArgumentParser(description="copy a trained potential into the package with a card")
     p.add_argument("name")

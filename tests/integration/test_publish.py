@@ -138,6 +138,12 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     assert second["epochs"] == 2 and second["lr"] == 1e-3 and second["hardware"] == "a GPU"
     assert new["training"]["epochs"] == 3 and new["command"] == "ase-so3 train y"
     assert new["test_errors"] != card["test_errors"] and new["version"]["commit"] == "def5678"
+    assert "blind_test_errors" not in new  # the earlier weights' errors do not pass on
+    monkeypatch.setattr(pub, "HERE", tmp_path / "pkg")
+    added = pub.main(["--add-blind", "escn-test-ethanol", str(small_h5)])
+    blind2 = json.loads((tmp_path / "pkg" / "escn-test-ethanol.json").read_text())["blind_test_errors"]
+    assert added == 0 and blind2["forces_mae_meV_per_A"] == pytest.approx(
+        new["test_errors"]["forces_mae_meV_per_A"])
     assert new["mace_same_budget"]["compares_with"] == "stage 1"
     assert new["target"]["met"] == (new["test_errors"]["forces_mae_meV_per_A"] <= 4.2)
     assert (tmp_path / "pkg" / "escn-test-ethanol.pt").read_bytes() == \
