@@ -1,7 +1,8 @@
 """Markdown tables of the shipped potentials beside MACE: its published numbers and MACE trained by
 ``ase-so3 benchmark learning`` with the same budget, machine and thread count.
 ``python -m ase_so3.pretrained.table``: one row per molecule (the README's); ``--long``: one row
-per potential with its training."""
+per potential with its training and its errors on a blind test split where its card has them
+(``release.publish --add-blind``)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def _target(target: dict | None) -> str:
 def markdown(long: bool = False) -> str:
     head = ("| potential | model | parameters | test E MAE (meV) | test F MAE (meV/Å) | "
             "MACE published E / F | MACE same budget E / F |")
-    rows = [head + (" target F (meV/Å) | training |" if long else ""),
-            "|---" * (9 if long else 7) + "|"]
+    rows = [head + (" target F (meV/Å) | training | blind test E / F |" if long else ""),
+            "|---" * (10 if long else 7) + "|"]
     for name in list_potentials():
         c = model_card(name)
         t, m, tr = c["test_errors"], c.get("published_mace", {}), c["training"]
@@ -45,8 +46,11 @@ def markdown(long: bool = False) -> str:
                f"{t['energy_mae_meV']:.1f} | {t['forces_mae_meV_per_A']:.1f} | {published} | "
                f"{harness} |")
         if long:
+            blind = c.get("blind_test_errors")
             row += f" {_target(c.get('target'))} | {tr['epochs']:.0f} epochs, " \
-                   f"{tr['wall_time_s'] / 60:.0f} min, {tr['hardware']} |"
+                   f"{tr['wall_time_s'] / 60:.0f} min, {tr['hardware']} | " + \
+                   (f"{blind['energy_mae_meV']:.1f} / {blind['forces_mae_meV_per_A']:.1f} |"
+                    if blind else "— |")
         rows.append(row)
     return "\n".join(rows)
 

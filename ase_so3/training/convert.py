@@ -101,7 +101,7 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
     inputs = [Path(p) for p in inputs]
     pools: dict[str, list[Structure]] = {"train": [], "test": [], "all": []}
     frames: dict[str, list] = {"train": [], "test": []}  # MD17 frame per structure, or None
-    sources = []
+    sources, test_files = [], []
     for p in inputs:
         if p.suffix == ".npz":
             structures = read_md17_npz(p)
@@ -117,6 +117,8 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
                                 "frame and convert again")
         kind = "train" if _is_official(p, "train") else "test" if _is_official(p, "test") else "all"
         pools[kind].extend(structures)
+        if kind == "test":
+            test_files.append(p.name)
         if kind in frames:
             found = md17_frame_indices(p) if p.suffix == ".npz" else None
             frames[kind].extend([None] * len(structures) if found is None else found.tolist())
@@ -147,7 +149,7 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         splits["test"] = test_idx
         desc = {"train": f"{n_tr} drawn from the official train file(s), seed {seed}",
                 "val": f"{n_val} drawn from the official train file(s), seed {seed}",
-                "test": "the official test file(s)" + (
+                "test": f"the official test file(s) {', '.join(test_files)}" + (
                     f", without the {len(overlap)} structures also in the train file(s)"
                     if overlap else "")}
     else:

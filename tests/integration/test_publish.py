@@ -116,6 +116,7 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     row = next(line for line in md.splitlines() if "escn-test-ethanol" in line)
     f = card["test_errors"]["forces_mae_meV_per_A"]
     assert f"| {f:.1f} | 0.4 / 2.1 | 3.3 / 12.5 | 4.2: not met" in row and "| 1 epochs" in row
+    assert row.endswith(f"| {blind['energy_mae_meV']:.1f} / {blind['forces_mae_meV_per_A']:.1f} |")
     e = card["test_errors"]["energy_mae_meV"]
     minutes = card["training"]["wall_time_s"] / 60
     assert (f"| ethanol | {e:.1f} / {f:.1f} | — | — | {e:.1f} / {f:.1f} ({minutes:.0f} min) | "

@@ -62,7 +62,8 @@ def test_test_frames_also_in_the_train_file_are_left_out(tmp_path):
     ds = HDF5Dataset(out)
     for i, k in enumerate(ds.split("test")):
         assert np.array_equal(ds[int(k)].positions, test["coords"][i])
-    assert "without the 3 structures also in the train file(s)" in ds.split_description("test")
+    assert ds.split_description("test") == ("the official test file(s) rmd17_ethanol_test_09.npz, "
+                                            "without the 3 structures also in the train file(s)")
     ds.close()
 
 
