@@ -69,7 +69,8 @@ def finetuned_card(name: str, stages: list[Path], potential: Path, data: Path, m
             "device": cfg.get("device"), "hardware": hardware,
             "best_val_forces_mae_meV_per_A": min(h["val_forces_mae_meV_per_A"] for h in history)})
     card = dict(base)
-    card.pop("blind_test_errors", None)  # measured on the earlier weights (--add-blind again)
+    for stale in ("blind_test_errors", "uncertainty"):  # measured with the earlier weights
+        card.pop(stale, None)
     card["version"] = {"release": ase_so3.__version__, "trained": date, "commit": commit}
     card["hyperparameters"] = model.metadata.get("train_config", {})
     card["training"] = {

@@ -131,6 +131,8 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     with pytest.raises(SystemExit, match="records 1 earlier stage"):
         finetuned.finetuned_card("escn-test-ethanol", [], tuned / "potential.pt", small_h5,
                                  "ethanol", "ase-so3 train y", "gpu")
+    on_disk["uncertainty"] = {"forces_scale_meV_per_A": 5.0}  # a calibration of these weights
+    (tmp_path / "pkg" / "escn-test-ethanol.json").write_text(json.dumps(on_disk))
     new = finetuned.finetuned_card("escn-test-ethanol", [tuned], tuned / "potential.pt", small_h5,
                                    "ethanol", "ase-so3 train y", "a GPU", "2026-12-04", "def5678",
                                    plot_dir=tmp_path / "plots2")
@@ -139,7 +141,7 @@ def test_publish_writes_the_file_a_card_and_a_parity_plot_the_table_reads(small_
     assert second["epochs"] == 2 and second["lr"] == 1e-3 and second["hardware"] == "a GPU"
     assert new["training"]["epochs"] == 3 and new["command"] == "ase-so3 train y"
     assert new["test_errors"] != card["test_errors"] and new["version"]["commit"] == "def5678"
-    assert "blind_test_errors" not in new  # the earlier weights' errors do not pass on
+    assert "blind_test_errors" not in new and "uncertainty" not in new  # of the earlier weights
     monkeypatch.setattr(pub, "HERE", tmp_path / "pkg")
     added = pub.main(["--add-blind", "escn-test-ethanol", str(small_h5)])
     blind2 = json.loads((tmp_path / "pkg" / "escn-test-ethanol.json").read_text())["blind_test_errors"]
