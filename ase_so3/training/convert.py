@@ -5,7 +5,7 @@
   rMD17 split files: the test file becomes the ``test`` split, and ``--train``/``--val``
   structures are drawn (seeded, recorded in the file) from the train file. Test structures that
   are also in a train file (the same ``old_indices``, the frame of the original MD17 trajectory)
-  are left out of ``test``: the official test file of one split holds a few training structures
+  are left out (not stored): the official test file of one split holds a few training structures
   of another (``test_02`` five of ``train_01``), so a blind test on another split stays blind.
 * Any ASE-readable file with energies and forces (extxyz with ``REF_energy``/``REF_forces`` or
   calculator results, ASE databases, trajectories).
@@ -135,12 +135,12 @@ def convert_to_hdf5(inputs: list, output, n_train: int | None = None, n_val: int
         n_tr = len(train_pool) - n_val if n_train is None else n_train
         if n_tr + n_val > len(train_pool):
             raise DataError(f"--train {n_tr} + --val {n_val} > {len(train_pool)} structures")
-        structures = train_pool + pools["test"]
+        seen = {f for f in frames["train"] if f is not None}
+        overlap = {k for k, f in enumerate(frames["test"]) if f is not None and f in seen}
+        structures = train_pool + [s for k, s in enumerate(pools["test"]) if k not in overlap]
         splits["train"] = np.sort(perm[:n_tr])
         splits["val"] = np.sort(perm[n_tr:n_tr + n_val])
-        seen = {f for f in frames["train"] if f is not None}
-        overlap = [k for k, f in enumerate(frames["test"]) if f is not None and f in seen]
-        test_idx = np.delete(np.arange(len(train_pool), len(structures)), overlap)
+        test_idx = np.arange(len(train_pool), len(structures))
         if overlap:
             sources.append(f"{len(overlap)} test structures left out: the same MD17 frames "
                            "(old_indices) are in the train file(s)")

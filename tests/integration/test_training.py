@@ -60,6 +60,7 @@ def test_test_frames_also_in_the_train_file_are_left_out(tmp_path):
     sizes = convert_to_hdf5([ETHANOL[0], other], out, n_train=90, n_val=10)
     assert sizes["test"] == 4
     ds = HDF5Dataset(out)
+    assert len(ds) == 104  # the three are not stored at all
     for i, k in enumerate(ds.split("test")):
         assert np.array_equal(ds[int(k)].positions, test["coords"][i])
     assert ds.split_description("test") == ("the official test file(s) rmd17_ethanol_test_09.npz, "
