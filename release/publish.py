@@ -149,8 +149,7 @@ def reproject(name: str, learning_results: Path, molecule: str, unit_name: str) 
     if budget is not None:
         same = mace_at_budget(learning_results, molecule, budget)
         card["mace_same_budget"] = dict(same, compares_with="stage 1") if same and stages else same
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_card(path, card)
     return card
 
 
@@ -256,17 +255,21 @@ def add_blind(name: str, data: Path) -> dict:
     path = HERE / f"{name}.json"
     card = json.loads(path.read_text())
     card["blind_test_errors"] = blind_errors(load_potential(HERE / f"{name}.pt"), data)
+    write_card(path, card)
+    return card
+
+
+def write_card(path: Path, card: dict) -> None:
+    """Write a model card (JSON) atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    return card
 
 
 def ship(here: Path, name: str, potential: Path, card: dict) -> None:
     """Copy ``potential`` into the package as ``NAME.pt`` beside its card ``NAME.json``."""
     with atomic_path(Path(here) / f"{name}.pt") as tmp:
         shutil.copyfile(potential, tmp)
-    with atomic_path(Path(here) / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_card(Path(here) / f"{name}.json", card)
 
 
 def main(argv=None) -> int:
